@@ -1,0 +1,58 @@
+//! Builds `chaos-ebpf` for the BPF target (through aya-build) and embeds it in `chaos-user`.
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+
+fn main() -> anyhow::Result<()> {
+    check_prerequisites()?;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .iter()
+        .find(|package| package.name.as_str() == "chaos-ebpf")
+        .ok_or_else(|| anyhow!("chaos-ebpf package not found in the workspace"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let package = aya_build::Package {
+        name: ebpf.name.as_str(),
+        root_dir: root_dir.as_str(),
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+}
+
+/// One clear message per missing tool, instead of a wall of cargo errors from the inner build.
+fn check_prerequisites() -> anyhow::Result<()> {
+    if std::env::var_os("AYA_BUILD_SKIP").is_some() {
+        return Ok(());
+    }
+    const HOW: &str = "or run `./run setup` once, as root";
+    if which::which("bpf-linker").is_err() {
+        bail!(
+            "bpf-linker not found: install it with `cargo install bpf-linker@0.10.3 --locked` ({HOW})"
+        );
+    }
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let Some(sysroot) = sysroot else {
+        bail!(
+            "the nightly toolchain is missing: install it with `rustup toolchain install nightly` ({HOW})"
+        );
+    };
+    let core_src = std::path::Path::new(&sysroot).join("lib/rustlib/src/rust/library/core");
+    if !core_src.exists() {
+        bail!(
+            "nightly rust-src is missing: install it with `rustup component add rust-src --toolchain nightly` ({HOW})"
+        );
+    }
+    Ok(())
+}

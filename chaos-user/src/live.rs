@@ -1,0 +1,131 @@
+//! The live view (a `top` of system calls per target) and its JSON twin.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use crate::{
+    resources::ResourceUsage,
+    snapshot::{self, Snapshot, SyscallRate},
+};
+
+/// Rows shown per target in the terminal view; JSON carries them all.
+const ROWS_PER_TARGET: usize = 15;
+
+#[derive(Debug, Serialize)]
+pub struct IntervalReport {
+    pub unix_time_ms: u128,
+    pub interval_seconds: f64,
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub cgroup_id: u64,
+    pub active: bool,
+    pub resources: ResourceUsage,
+    pub syscalls: Vec<SyscallRate>,
+}
+
+pub fn interval_report(before: Option<&Snapshot>, now: &Snapshot) -> IntervalReport {
+    let seconds = before.map_or(1.0, |b| now.taken.duration_since(b.taken).as_secs_f64());
+    let previous: BTreeMap<&str, _> = before
+        .map(|b| b.targets.iter().map(|t| (t.target.as_str(), t)).collect())
+        .unwrap_or_default();
+    IntervalReport {
+        unix_time_ms: now.unix_time_ms,
+        interval_seconds: seconds,
+        targets: now
+            .targets
+            .iter()
+            .map(|target| TargetReport {
+                target: target.target.clone(),
+                cgroup_id: target.cgroup_id,
+                active: target.active,
+                resources: target.resources,
+                syscalls: snapshot::rates(
+                    previous.get(target.target.as_str()).copied(),
+                    target,
+                    seconds,
+                ),
+            })
+            .collect(),
+    }
+}
+
+pub fn render_text(report: &IntervalReport, header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}");
+    for target in &report.targets {
+        let _ = writeln!(out);
+        let state = if target.active { "" } else { "  [gone]" };
+        let _ = writeln!(
+            out,
+            "{} (cgroup {}){state}   cpu {}  mem {}  io r {} w {}",
+            target.target,
+            target.cgroup_id,
+            target
+                .resources
+                .cpu_seconds
+                .map_or("-".into(), |s| format!("{s:.2}s")),
+            target.resources.memory_bytes.map_or("-".into(), bytes),
+            target.resources.io_read_bytes.map_or("-".into(), bytes),
+            target.resources.io_write_bytes.map_or("-".into(), bytes),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>10} {:>10} {:<24} {:>10} {:>10} {:>12}",
+            "SYSCALL", "CALLS/s", "ERRORS/s", "ERRNO", "P50", "P99", "TOTAL"
+        );
+        for call in target.syscalls.iter().take(ROWS_PER_TARGET) {
+            let errnos = call
+                .errnos
+                .iter()
+                .map(|(name, count)| format!("{name}:{count}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>10.1} {:>10.1} {:<24} {:>10} {:>10} {:>12}",
+                call.syscall,
+                call.calls_per_sec,
+                call.errors_per_sec,
+                if errnos.is_empty() {
+                    "-".to_owned()
+                } else {
+                    errnos
+                },
+                micros(call.p50_us),
+                micros(call.p99_us),
+                call.calls_total,
+            );
+        }
+        if target.syscalls.len() > ROWS_PER_TARGET {
+            let _ = writeln!(
+                out,
+                "  ... {} more syscalls",
+                target.syscalls.len() - ROWS_PER_TARGET
+            );
+        }
+    }
+    out
+}
+
+fn micros(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(us) if us >= 1000.0 => format!("{:.1}ms", us / 1000.0),
+        Some(us) => format!("{us:.1}µs"),
+    }
+}
+
+fn bytes(value: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut size = value as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1}{}", UNITS[unit])
+}

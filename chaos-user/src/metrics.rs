@@ -1,0 +1,225 @@
+//! The Prometheus endpoint. Every scrape reads the BPF maps afresh, so the numbers are exactly
+//! what the kernel counted at that moment.
+use std::{net::SocketAddr, sync::Arc};
+
+use chaos_common::{HIST_BUCKETS, bucket_upper_ns};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, TextEncoder,
+    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::{session::Session, snapshot::Snapshot};
+
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    #[error(
+        "cannot serve metrics on {addr}: {source} (choose another address with --metrics-addr, or --no-metrics)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds first, so a busy port is reported before anything is attached.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serves `/metrics` in the background; returns the address it listens on.
+pub fn spawn(listener: TcpListener, session: Arc<Session>) -> SocketAddr {
+    let local = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let session = session.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let session = session.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &session)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    local
+}
+
+fn respond(request: &Request<hyper::body::Incoming>, session: &Session) -> Response<Full<Bytes>> {
+    let reply = |status, content_type, body: Vec<u8>| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid")
+    };
+    match request.uri().path() {
+        "/metrics" => match session.snapshot() {
+            Ok(snapshot) => {
+                let mut body = Vec::new();
+                let encoder = TextEncoder::new();
+                match encoder.encode(&families(&snapshot), &mut body) {
+                    Ok(()) => reply(StatusCode::OK, encoder.format_type(), body),
+                    Err(e) => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        e.to_string().into(),
+                    ),
+                }
+            }
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string().into(),
+            ),
+        },
+        "/" => reply(
+            StatusCode::OK,
+            "text/plain",
+            b"syschaos: metrics at /metrics\n".to_vec(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+    }
+}
+
+/// All metric families of a snapshot, in the exposition order of the README's reference.
+pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
+    let mut calls = family(
+        "syschaos_syscalls_total",
+        "System calls completed, by syscall.",
+        MetricType::COUNTER,
+    );
+    let mut errors = family(
+        "syschaos_syscall_errors_total",
+        "System calls that returned an error, by syscall and errno.",
+        MetricType::COUNTER,
+    );
+    let mut durations = family(
+        "syschaos_syscall_duration_seconds",
+        "Time from syscall entry to exit.",
+        MetricType::HISTOGRAM,
+    );
+    let mut cpu = family(
+        "syschaos_container_cpu_seconds_total",
+        "CPU time used by the target's cgroup.",
+        MetricType::COUNTER,
+    );
+    let mut memory = family(
+        "syschaos_container_memory_bytes",
+        "Memory charged to the target's cgroup.",
+        MetricType::GAUGE,
+    );
+    let mut io = family(
+        "syschaos_container_io_bytes_total",
+        "Block IO of the target's cgroup, by direction.",
+        MetricType::COUNTER,
+    );
+    for target in &snapshot.targets {
+        let label = target.target.as_str();
+        for call in &target.syscalls {
+            let labels = [("target", label), ("syscall", call.syscall.as_str())];
+            calls.mut_metric().push(counter(&labels, call.calls as f64));
+            for (errno, count) in &call.errnos {
+                let labels = [
+                    ("target", label),
+                    ("syscall", call.syscall.as_str()),
+                    ("errno", errno.as_str()),
+                ];
+                errors.mut_metric().push(counter(&labels, *count as f64));
+            }
+            durations.mut_metric().push(histogram(
+                &labels,
+                &call.latency_hist,
+                call.latency_sum_ns,
+            ));
+        }
+        let resources = &target.resources;
+        if let Some(seconds) = resources.cpu_seconds {
+            cpu.mut_metric()
+                .push(counter(&[("target", label)], seconds));
+        }
+        if let Some(bytes) = resources.memory_bytes {
+            let mut metric = Metric::from_label(label_pairs(&[("target", label)]));
+            let mut gauge = Gauge::default();
+            gauge.set_value(bytes as f64);
+            metric.set_gauge(gauge);
+            memory.mut_metric().push(metric);
+        }
+        for (direction, bytes) in [
+            ("read", resources.io_read_bytes),
+            ("write", resources.io_write_bytes),
+        ] {
+            if let Some(bytes) = bytes {
+                io.mut_metric().push(counter(
+                    &[("target", label), ("direction", direction)],
+                    bytes as f64,
+                ));
+            }
+        }
+    }
+    vec![calls, errors, durations, cpu, memory, io]
+}
+
+fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).to_owned());
+            pair.set_value((*value).to_owned());
+            pair
+        })
+        .collect()
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut metric = Metric::from_label(label_pairs(labels));
+    let mut counter = Counter::default();
+    counter.set_value(value);
+    metric.set_counter(counter);
+    metric
+}
+
+/// The kernel's log2 buckets as Prometheus cumulative buckets (`le` = bucket's upper bound).
+fn histogram(labels: &[(&str, &str)], hist: &[u64; HIST_BUCKETS], sum_ns: u64) -> Metric {
+    let mut cumulative = 0;
+    let buckets = hist[..HIST_BUCKETS - 1]
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            cumulative += count;
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(bucket_upper_ns(i) as f64 / 1e9);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut histogram = Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(hist.iter().sum());
+    histogram.set_sample_sum(sum_ns as f64 / 1e9);
+    let mut metric = Metric::from_label(label_pairs(labels));
+    metric.set_histogram(histogram);
+    metric
+}

@@ -1,0 +1,142 @@
+//! Loads the monitor's eBPF programs, manages its target map and reads its counters.
+//!
+//! A [`Monitor`] owns its `Ebpf` and the links: dropping it detaches everything. Links are never
+//! pinned, so the programs also go away when the process dies, however it dies.
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuHashMap},
+    programs::{ProgramError, RawTracePoint},
+};
+use chaos_common::{
+    ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGETS, PROG_SYS_ENTER, PROG_SYS_EXIT,
+    StatsKey, SyscallStats,
+};
+use thiserror::Error;
+
+use crate::privileges;
+
+#[derive(Debug, Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] EbpfError),
+    #[error(
+        "cannot attach to the raw_syscalls:{tracepoint} tracepoint ({source}): the kernel needs CONFIG_FTRACE_SYSCALLS and raw tracepoint BPF programs"
+    )]
+    Attach {
+        tracepoint: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF object has no {0}: chaos-user was built from mismatched sources")]
+    Missing(&'static str),
+    #[error("BPF map operation failed: {0}")]
+    Map(#[from] MapError),
+}
+
+/// The monitor's eBPF object, compiled by build.rs from `chaos-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-ebpf"));
+
+pub struct Monitor {
+    targets: HashMap<MapData, u64, u32>,
+    stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
+    errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    // Owns the programs and their links; declared last so the maps above are closed first.
+    _ebpf: Ebpf,
+}
+
+/// Counters summed over CPUs.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub stats: BTreeMap<StatsKey, SyscallStats>,
+    /// (slot, syscall, errno) -> failures
+    pub errors: BTreeMap<(u32, u32, u32), u64>,
+}
+
+impl Monitor {
+    pub fn load() -> Result<Self, MonitorError> {
+        privileges::check()?;
+        raise_memlock_limit();
+        let exit_nr = syscalls::Sysno::exit.id() as u32;
+        let exit_group_nr = syscalls::Sysno::exit_group.id() as u32;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SYS_EXIT_NR", &exit_nr, true)
+            .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
+            .load(EBPF_OBJECT)
+            .map_err(MonitorError::Load)?;
+        for (name, tracepoint) in [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(MonitorError::Missing(name))?
+                .try_into()
+                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
+            program
+                .load()
+                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
+            program
+                .attach(tracepoint)
+                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
+        }
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
+        let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
+        let stats = PerCpuHashMap::try_from(take(MAP_SYSCALL_STATS)?)?;
+        let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
+        Ok(Self {
+            targets,
+            stats,
+            errors,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Counts the calls of the tasks in cgroup `cgroup_id` under `slot`.
+    pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
+        Ok(self.targets.insert(cgroup_id, slot, 0)?)
+    }
+
+    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), MonitorError> {
+        match self.targets.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn read(&self) -> Result<Counters, MonitorError> {
+        let mut counters = Counters::default();
+        for entry in self.stats.iter() {
+            let (key, per_cpu) = entry?;
+            let total = counters.stats.entry(key).or_insert(SyscallStats::ZERO);
+            for stats in per_cpu.iter() {
+                total.calls += stats.calls;
+                total.errors += stats.errors;
+                total.latency_sum_ns += stats.latency_sum_ns;
+                for (sum, count) in total.latency_hist.iter_mut().zip(stats.latency_hist) {
+                    *sum += count;
+                }
+            }
+        }
+        for entry in self.errors.iter() {
+            let (key, per_cpu) = entry?;
+            *counters
+                .errors
+                .entry((key.slot, key.syscall, key.errno))
+                .or_default() += per_cpu.iter().sum::<u64>();
+        }
+        Ok(counters)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}

@@ -1,0 +1,33 @@
+//! Syscall and errno names, from maintained tables (the `syscalls` and `nix` crates).
+use nix::errno::Errno;
+use syscalls::Sysno;
+
+/// `openat` for 257 on x86_64; `syscall_N` for numbers the table does not know.
+pub fn syscall_name(nr: u32) -> String {
+    match Sysno::new(nr as usize) {
+        Some(sysno) => sysno.name().to_owned(),
+        None => format!("syscall_{nr}"),
+    }
+}
+
+/// `ENOENT` for 2; `errno_N` for numbers the table does not know.
+pub fn errno_name(errno: u32) -> String {
+    match Errno::from_raw(errno as i32) {
+        Errno::UnknownErrno => format!("errno_{errno}"),
+        known => format!("{known:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(syscall_name(Sysno::openat.id() as u32), "openat");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(13), "EACCES");
+        assert_eq!(errno_name(4000), "errno_4000");
+    }
+}

@@ -1,0 +1,125 @@
+//! The attached monitor and the targets it counts for, shared by the live view, the metrics
+//! endpoint and the Docker event follower.
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    monitor::{Monitor, MonitorError},
+    names, resources,
+    snapshot::{Snapshot, SyscallSnapshot, TargetSnapshot},
+    target::Target,
+};
+
+struct Slot {
+    target: Target,
+    active: bool,
+}
+
+pub struct Session {
+    monitor: Mutex<Monitor>,
+    // Index = slot number the kernel counts under.
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl Session {
+    pub fn new(monitor: Monitor) -> Self {
+        Self {
+            monitor: Mutex::new(monitor),
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn add(&self, target: Target) -> Result<(), MonitorError> {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.len() as u32;
+        self.monitor
+            .lock()
+            .unwrap()
+            .add_cgroup(target.cgroup_id, slot)?;
+        slots.push(Slot {
+            target,
+            active: true,
+        });
+        Ok(())
+    }
+
+    /// A target came back in a new cgroup (a restarted container): count it under the same slot.
+    pub fn replace(&self, label: &str, target: Target) -> Result<(), MonitorError> {
+        let mut slots = self.slots.lock().unwrap();
+        let Some((index, slot)) = slots
+            .iter_mut()
+            .enumerate()
+            .find(|(_, slot)| slot.target.label == label)
+        else {
+            return Ok(());
+        };
+        let mut monitor = self.monitor.lock().unwrap();
+        monitor.remove_cgroup(slot.target.cgroup_id)?;
+        monitor.add_cgroup(target.cgroup_id, index as u32)?;
+        *slot = Slot {
+            target,
+            active: true,
+        };
+        Ok(())
+    }
+
+    /// Stops counting a target that went away. Returns how many targets are still active.
+    pub fn deactivate(&self, label: &str) -> Result<usize, MonitorError> {
+        let mut slots = self.slots.lock().unwrap();
+        for slot in slots.iter_mut().filter(|slot| slot.target.label == label) {
+            self.monitor
+                .lock()
+                .unwrap()
+                .remove_cgroup(slot.target.cgroup_id)?;
+            slot.active = false;
+        }
+        Ok(slots.iter().filter(|slot| slot.active).count())
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot, MonitorError> {
+        let counters = self.monitor.lock().unwrap().read()?;
+        let slots = self.slots.lock().unwrap();
+        let targets = slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let index = index as u32;
+                let syscalls = counters
+                    .stats
+                    .iter()
+                    .filter(|(key, _)| key.slot == index)
+                    .map(|(key, stats)| {
+                        let errnos: BTreeMap<String, u64> = counters
+                            .errors
+                            .range((index, key.syscall, 0)..=(index, key.syscall, u32::MAX))
+                            .map(|(&(_, _, errno), &count)| (names::errno_name(errno), count))
+                            .collect();
+                        SyscallSnapshot::new(key.syscall, stats, errnos)
+                    })
+                    .collect();
+                TargetSnapshot {
+                    target: slot.target.label.clone(),
+                    cgroup_id: slot.target.cgroup_id,
+                    active: slot.active,
+                    resources: if slot.active {
+                        resources::read(&slot.target.cgroup)
+                    } else {
+                        Default::default()
+                    },
+                    syscalls,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            taken: Instant::now(),
+            unix_time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            targets,
+        })
+    }
+}
