@@ -32,12 +32,15 @@ pub struct RunningContainer {
     pub pid: u32,
 }
 
-fn connect() -> Result<Docker, DockerError> {
-    Docker::connect_with_local_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))
+/// Connects and agrees on an API version, so older daemons (Debian's 20.10) answer too.
+async fn connect() -> Result<Docker, DockerError> {
+    let unreachable = |e: BollardError| DockerError::Unreachable(e.to_string());
+    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+    docker.negotiate_version().await.map_err(unreachable)
 }
 
 pub async fn inspect_running(name_or_id: &str) -> Result<RunningContainer, DockerError> {
-    let docker = connect()?;
+    let docker = connect().await?;
     let info = docker
         .inspect_container(name_or_id, None::<InspectContainerOptions>)
         .await
@@ -91,8 +94,8 @@ pub struct ContainerEvent {
 }
 
 /// Follows the lifecycle of the named containers until the receiver is dropped.
-pub fn watch(names: Vec<String>) -> Result<mpsc::Receiver<ContainerEvent>, DockerError> {
-    let docker = connect()?;
+pub async fn watch(names: Vec<String>) -> Result<mpsc::Receiver<ContainerEvent>, DockerError> {
+    let docker = connect().await?;
     let (sender, receiver) = mpsc::channel(64);
     let filters = HashMap::from([
         ("type".to_owned(), vec!["container".to_owned()]),

@@ -12,10 +12,26 @@ pub fn syscall_name(nr: u32) -> String {
 
 /// `ENOENT` for 2; `errno_N` for numbers the table does not know.
 pub fn errno_name(errno: u32) -> String {
+    if let Some(name) = kernel_internal_errno(errno) {
+        return name.to_owned();
+    }
     match Errno::from_raw(errno as i32) {
         Errno::UnknownErrno => format!("errno_{errno}"),
         known => format!("{known:?}"),
     }
+}
+
+/// Codes from the kernel's include/linux/errno.h that `sys_exit` shows before the kernel restarts
+/// the call or turns them into EINTR; the process never sees them, so no libc table has them.
+fn kernel_internal_errno(errno: u32) -> Option<&'static str> {
+    Some(match errno {
+        512 => "ERESTARTSYS",
+        513 => "ERESTARTNOINTR",
+        514 => "ERESTARTNOHAND",
+        515 => "ENOIOCTLCMD",
+        516 => "ERESTART_RESTARTBLOCK",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -28,6 +44,7 @@ mod tests {
         assert_eq!(syscall_name(100_000), "syscall_100000");
         assert_eq!(errno_name(2), "ENOENT");
         assert_eq!(errno_name(13), "EACCES");
+        assert_eq!(errno_name(512), "ERESTARTSYS");
         assert_eq!(errno_name(4000), "errno_4000");
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     monitor::Monitor,
     session::Session,
     snapshot::Snapshot,
-    target::{self, CgroupRoot, TargetSpec},
+    target::{self, CgroupRoot, Target, TargetSpec},
 };
 
 #[derive(Debug, Args)]
@@ -76,9 +76,18 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
     }
     // Everything that can fail on the user's input fails here, before any program is loaded.
     let cgroup_root = CgroupRoot::discover()?;
-    let mut targets = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     for spec in &specs {
-        targets.push(target::resolve(spec, &cgroup_root).await?);
+        let target = target::resolve(spec, &cgroup_root).await?;
+        if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
+            bail!(
+                "{} and {} are the same cgroup ({}): give it once",
+                twin.label,
+                target.label,
+                target.cgroup.v2.display()
+            );
+        }
+        targets.push(target);
     }
     let listener = if args.no_metrics {
         None
@@ -109,7 +118,7 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
     let mut events = if container_names.is_empty() {
         None
     } else {
-        Some(docker::watch(container_names)?)
+        Some(docker::watch(container_names).await?)
     };
     eprintln!(
         "syschaos: attached to {} (metrics: {metrics_url}); Ctrl-C to detach",

@@ -1,0 +1,121 @@
+//! Harness for the end-to-end tests: real Docker containers, the real `chaos-user` binary,
+//! metrics read over HTTP. Run through `cargo xtask test`, which builds the binaries and the
+//! workload image and starts dockerd, then passes their locations in `SYSCHAOS_*` variables.
+#![cfg(not(target_env = "musl"))]
+
+pub mod attach;
+pub mod docker;
+pub mod metrics;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+/// The `chaos-user` binary under test.
+pub fn chaos_user_bin() -> PathBuf {
+    env_path("SYSCHAOS_CHAOS_USER", "target/release/chaos-user")
+}
+
+/// The static workload binary (for processes on the host).
+pub fn workload_bin() -> PathBuf {
+    env_path(
+        "SYSCHAOS_WORKLOAD",
+        "target/x86_64-unknown-linux-musl/release/chaos-workload",
+    )
+}
+
+/// The `FROM scratch` image holding the workload.
+pub fn workload_image() -> String {
+    std::env::var("SYSCHAOS_WORKLOAD_IMAGE").unwrap_or_else(|_| "syschaos-workload:test".into())
+}
+
+fn env_path(variable: &str, default_in_workspace: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(default_in_workspace)
+        });
+    assert!(
+        path.exists(),
+        "{} not found: run the tests through `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Our BPF programs loaded in the kernel right now: (id, name).
+pub fn syschaos_programs() -> Vec<(u32, String)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|program| Some((program.id(), program.name_as_str()?.to_owned())))
+        .filter(|(_, name)| {
+            OUR_PROGRAM_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// Program ids only grow: what a run loaded has an id above the largest one loaded before it.
+/// Comparing ids (not names) keeps these checks exact when another chaos-user runs on the host.
+pub fn newest_program_id() -> u32 {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|program| program.id())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Our programs with an id above `floor` (see [`newest_program_id`]).
+pub fn syschaos_programs_since(floor: u32) -> Vec<(u32, String)> {
+    syschaos_programs()
+        .into_iter()
+        .filter(|(id, _)| *id > floor)
+        .collect()
+}
+
+/// Asserts that every program of ours loaded since `floor` is gone. The kernel frees a program
+/// shortly after its last reference goes (deferred work), so this waits a little.
+pub fn assert_no_programs_since(floor: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = syschaos_programs_since(floor);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BPF programs left loaded: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Program names as the kernel keeps them (truncated to 15 bytes).
+const OUR_PROGRAM_PREFIXES: &[&str] = &["monitor_sys"];
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind an ephemeral loopback port")
+}

@@ -1,0 +1,127 @@
+//! Bad input: one clear error line, a non-zero exit, and nothing left attached.
+use std::{os::unix::process::CommandExt as _, process::Command};
+
+use tests::{
+    assert_no_programs_since, attach::run_chaos_user, docker::Container, newest_program_id,
+};
+
+/// Runs `chaos-user attach ARGS` and checks the one error line it must print.
+fn refused(args: &[&str], expected: &str, configure: impl FnOnce(&mut Command)) {
+    let floor = newest_program_id();
+    let mut full = vec!["attach", "--quiet", "--duration", "5s"];
+    full.extend_from_slice(args);
+    let (status, stderr) = run_chaos_user(&full, configure);
+    assert!(!status.success(), "chaos-user {full:?} succeeded");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("chaos-user: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        errors[0].contains(expected),
+        "expected `{expected}` in: {stderr}"
+    );
+    assert_no_programs_since(floor);
+}
+
+#[test]
+fn unknown_container() {
+    refused(
+        &["--container", "syschaos-no-such-container"],
+        "no container named `syschaos-no-such-container`",
+        |_| {},
+    );
+}
+
+#[test]
+fn container_not_running() {
+    let stopped = Container::create_stopped("stopped");
+    refused(
+        &["--container", &stopped.name],
+        "is not running (it is created)",
+        |_| {},
+    );
+}
+
+#[test]
+fn one_bad_target_among_good_ones_attaches_nothing() {
+    let good = Container::start("good", &[]);
+    refused(
+        &[
+            "--container",
+            &good.name,
+            "--container",
+            "syschaos-no-such-container",
+        ],
+        "no container named",
+        |_| {},
+    );
+}
+
+#[test]
+fn pid_that_does_not_exist() {
+    refused(
+        &["--pid", "999999999"],
+        "no process with pid 999999999",
+        |_| {},
+    );
+}
+
+#[test]
+fn path_that_is_not_a_cgroup() {
+    refused(
+        &["--cgroup", "/tmp"],
+        "is not a cgroup v2 directory",
+        |_| {},
+    );
+}
+
+#[test]
+fn no_docker_daemon() {
+    refused(
+        &["--container", "anything"],
+        "cannot reach the Docker daemon",
+        |command| {
+            command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        },
+    );
+}
+
+#[test]
+fn missing_privileges() {
+    refused(
+        &["--pid", "1"],
+        "needs root, or the capabilities CAP_BPF",
+        |command| {
+            // nobody: no capabilities at all.
+            command.uid(65534).gid(65534);
+        },
+    );
+}
+
+#[test]
+fn metrics_port_in_use() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    refused(
+        &["--pid", "1", "--metrics-addr", &addr],
+        &format!("cannot serve metrics on {addr}"),
+        |_| {},
+    );
+}
+
+#[test]
+fn the_same_cgroup_twice() {
+    let web = Container::start("twice", &[]);
+    let pid = web.pid().to_string();
+    refused(
+        &["--container", &web.name, "--pid", &pid],
+        "are the same cgroup",
+        |_| {},
+    );
+}
+
+#[test]
+fn no_target_at_all() {
+    refused(&[], "nothing to attach to", |_| {});
+}

@@ -1,0 +1,171 @@
+//! The monitor against real Docker containers: exact counts, attributed to the right container.
+use std::time::Duration;
+
+use tests::{
+    assert_no_programs_since, attach::Attach, docker::Container, metrics::Scrape,
+    newest_program_id, syschaos_programs_since, wait_for, workload_bin,
+};
+
+const CALLS: &str = "syschaos_syscalls_total";
+const ERRORS: &str = "syschaos_syscall_errors_total";
+
+fn calls(scrape: &Scrape, target: &str, syscall: &str) -> Option<f64> {
+    scrape.value(CALLS, &[("target", target), ("syscall", syscall)])
+}
+
+fn enoent(scrape: &Scrape, target: &str, syscall: &str) -> Option<f64> {
+    scrape.value(
+        ERRORS,
+        &[
+            ("target", target),
+            ("syscall", syscall),
+            ("errno", "ENOENT"),
+        ],
+    )
+}
+
+#[test]
+fn two_containers_get_exact_counts_and_host_processes_none() {
+    let web = Container::start("web", &["--getppid", "1000", "--open-missing", "50"]);
+    let db = Container::start("db", &["--getppid", "300", "--open-missing", "7"]);
+    let attach = Attach::start(&["--container", &web.name, "--container", &db.name]);
+
+    web.trigger_round(1);
+    db.trigger_round(1);
+    // The same calls from a process on the host, in no target's cgroup.
+    let host = std::process::Command::new(workload_bin())
+        .args(["calls", "--getppid", "4242", "--open-missing", "11"])
+        .output()
+        .expect("run the workload on the host");
+    assert!(host.status.success());
+
+    let scrape = attach.metrics();
+    assert_eq!(calls(&scrape, &web.name, "getppid"), Some(1000.0));
+    assert_eq!(enoent(&scrape, &web.name, "openat"), Some(50.0));
+    assert_eq!(calls(&scrape, &db.name, "getppid"), Some(300.0));
+    assert_eq!(enoent(&scrape, &db.name, "openat"), Some(7.0));
+    let mut targets = vec![web.name.clone(), db.name.clone()];
+    targets.sort();
+    assert_eq!(scrape.label_values(CALLS, "target"), targets);
+
+    // A second round adds exactly the same again.
+    web.trigger_round(2);
+    let scrape = attach.metrics();
+    assert_eq!(calls(&scrape, &web.name, "getppid"), Some(2000.0));
+    assert_eq!(enoent(&scrape, &web.name, "openat"), Some(100.0));
+    assert_eq!(calls(&scrape, &db.name, "getppid"), Some(300.0));
+
+    // Latency histogram: every completed getppid is in it.
+    let count = scrape.value(
+        "syschaos_syscall_duration_seconds_count",
+        &[("target", &web.name), ("syscall", "getppid")],
+    );
+    assert_eq!(count, Some(2000.0));
+    let inf = scrape.value(
+        "syschaos_syscall_duration_seconds_bucket",
+        &[
+            ("target", &web.name),
+            ("syscall", "getppid"),
+            ("le", "+Inf"),
+        ],
+    );
+    assert_eq!(inf, Some(2000.0));
+
+    // Resource metrics come from the container's cgroup files.
+    let cpu = scrape.value(
+        "syschaos_container_cpu_seconds_total",
+        &[("target", &web.name)],
+    );
+    assert!(cpu.is_some_and(|seconds| seconds > 0.0), "cpu: {cpu:?}");
+    let memory = scrape.value("syschaos_container_memory_bytes", &[("target", &web.name)]);
+    assert!(
+        memory.is_some_and(|bytes| bytes > 0.0),
+        "memory: {memory:?}"
+    );
+    for direction in ["read", "write"] {
+        let io = scrape.value(
+            "syschaos_container_io_bytes_total",
+            &[("target", &web.name), ("direction", direction)],
+        );
+        assert!(io.is_some(), "io {direction} missing");
+    }
+}
+
+#[test]
+fn attach_by_pid_and_by_cgroup_path() {
+    let by_pid = Container::start("bypid", &["--getppid", "123", "--open-missing", "4"]);
+    let by_path = Container::start("bypath", &["--getppid", "77", "--open-missing", "2"]);
+    let pid = by_pid.pid().to_string();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", by_path.pid())).unwrap();
+    let v2_path = cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .to_owned();
+    let attach = Attach::start(&["--pid", &pid, "--cgroup", &v2_path]);
+    by_pid.trigger_round(1);
+    by_path.trigger_round(1);
+    let scrape = attach.metrics();
+    assert_eq!(calls(&scrape, &pid, "getppid"), Some(123.0));
+    assert_eq!(enoent(&scrape, &pid, "openat"), Some(4.0));
+    assert_eq!(calls(&scrape, &v2_path, "getppid"), Some(77.0));
+    assert_eq!(enoent(&scrape, &v2_path, "openat"), Some(2.0));
+}
+
+#[test]
+fn a_restarted_container_is_followed_and_a_removed_one_dropped() {
+    let web = Container::start("restart", &["--getppid", "10", "--open-missing", "1"]);
+    let floor = newest_program_id();
+    let mut attach = Attach::start(&["--container", &web.name]);
+    web.trigger_round(1);
+    web.restart();
+    wait_for(
+        "chaos-user to follow the restart",
+        Duration::from_secs(20),
+        || attach.stderr().contains("(re)started").then_some(()),
+    );
+    // The restarted workload logs from round 1 again, after the earlier round's line.
+    let before = web.logs().matches("round=1 ").count();
+    tests::docker::docker(&["kill", "-s", "USR1", &web.name]);
+    wait_for(
+        "the restarted workload's round",
+        Duration::from_secs(20),
+        || (web.logs().matches("round=1 ").count() > before).then_some(()),
+    );
+    assert_eq!(calls(&attach.metrics(), &web.name, "getppid"), Some(20.0));
+
+    let name = web.name.clone();
+    drop(web); // docker rm -f
+    let status = attach.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let stderr = attach.stderr();
+    assert!(
+        stderr.contains(&format!("container {name} was removed: dropped")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("detached (no target left)"), "{stderr}");
+    assert_no_programs_since(floor);
+}
+
+#[test]
+fn programs_go_away_when_chaos_user_is_killed() {
+    let web = Container::start("kill9", &[]);
+    let floor = newest_program_id();
+    let mut attach = Attach::start(&["--container", &web.name]);
+    assert_eq!(syschaos_programs_since(floor).len(), 2);
+    attach.signal(libc::SIGKILL);
+    attach.wait_exit(Duration::from_secs(10));
+    assert_no_programs_since(floor);
+}
+
+#[test]
+fn sigterm_detaches_cleanly() {
+    let web = Container::start("term", &[]);
+    let floor = newest_program_id();
+    let mut attach = Attach::start(&["--container", &web.name]);
+    attach.signal(libc::SIGTERM);
+    let status = attach.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(attach.stderr().contains("detached (SIGTERM)"));
+    assert_no_programs_since(floor);
+}
