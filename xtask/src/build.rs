@@ -1,0 +1,60 @@
+//! Cargo builds the other tasks need, and where their outputs land.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// `cargo build --release -p PACKAGE [--target TARGET]`; returns the directory of the binaries.
+pub fn release(package: &str, target: Option<&str>) -> anyhow::Result<PathBuf> {
+    let mut command = cargo();
+    command.args(["build", "--release", "-p", package]);
+    if let Some(target) = target {
+        command.args(["--target", target]);
+    }
+    run(&mut command)?;
+    let mut dir = workspace_root().join("target");
+    if let Some(target) = target {
+        dir.push(target);
+    }
+    Ok(dir.join("release"))
+}
+
+/// The host `chaos-user` binary (release).
+pub fn chaos_user() -> anyhow::Result<PathBuf> {
+    Ok(release("chaos-user", None)?.join("chaos-user"))
+}
+
+/// Static (musl) binaries for scratch images and VMs: (chaos-user, chaos-workload).
+pub fn static_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let chaos_user = release("chaos-user", Some(MUSL))?.join("chaos-user");
+    let workload = release("tests", Some(MUSL))?.join("chaos-workload");
+    Ok((chaos_user, workload))
+}

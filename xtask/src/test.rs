@@ -1,0 +1,42 @@
+//! `cargo xtask test`: everything the README's test command runs.
+use std::process::Command;
+
+use clap::Args;
+
+use crate::{build, dockerd, vm};
+
+const WORKLOAD_IMAGE: &str = "syschaos-workload:test";
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip the VM kernels (QEMU) part.
+    #[arg(long)]
+    skip_vm: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter).
+    #[arg(last = true)]
+    cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    let chaos_user = build::chaos_user()?;
+    let (_, workload) = build::static_binaries()?;
+    dockerd::ensure_running()?;
+    dockerd::build_scratch_image(WORKLOAD_IMAGE, &workload)?;
+
+    // Integration tests share the kernel and Docker: one at a time keeps counts and checks exact.
+    let mut cargo_test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo_test
+        .current_dir(build::workspace_root())
+        .args(["test", "--release", "--workspace"])
+        .args(&args.cargo_test_args)
+        .args(["--", "--test-threads=1"])
+        .env("SYSCHAOS_CHAOS_USER", &chaos_user)
+        .env("SYSCHAOS_WORKLOAD", &workload)
+        .env("SYSCHAOS_WORKLOAD_IMAGE", WORKLOAD_IMAGE);
+    build::run(&mut cargo_test)?;
+
+    if !args.skip_vm {
+        vm::run(vm::VmTestArgs::default())?;
+    }
+    Ok(())
+}
