@@ -1,9 +1,482 @@
 //! `cargo xtask vm-test`: boot the test kernels under QEMU with an initramfs of our static binaries.
-use clap::Args;
+//!
+//! The initramfs holds `/init` (tests/src/bin/chaos-vm-init.rs), `/bin/chaos-user` and
+//! `/bin/chaos-workload`. The init runs the tests named by `syschaos.tests=` on the kernel
+//! command line and ends with one summary line, `syschaos-vm: N passed, M failed`, then reboots,
+//! which makes QEMU (-no-reboot) exit. We read that line from the serial console.
+mod initramfs;
 
-#[derive(Debug, Args, Default)]
-pub struct VmTestArgs {}
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, BufWriter, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
-pub fn run(_args: VmTestArgs) -> anyhow::Result<()> {
-    anyhow::bail!("vm-test: not written yet")
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use crate::build;
+use initramfs::Cpio;
+
+#[derive(Debug, Args)]
+pub struct VmTestArgs {
+    /// Which kernel(s) to boot.
+    #[arg(long, value_enum, default_value_t = KernelChoice::All)]
+    kernel: KernelChoice,
+    /// Comma-separated in-VM tests to run on every kernel (default: each kernel's own list).
+    #[arg(long, value_name = "LIST")]
+    tests: Option<String>,
+    /// Kill QEMU and fail the kernel after this long (e.g. 120s, 3m).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// The same as no options on the command line (`cargo xtask test` runs it so).
+impl Default for VmTestArgs {
+    fn default() -> Self {
+        Self {
+            kernel: KernelChoice::All,
+            tests: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum KernelChoice {
+    Debian,
+    Override,
+    All,
+}
+
+struct Kernel {
+    name: &'static str,
+    file: &'static str,
+    /// The tests that make sense on this kernel.
+    tests: &'static str,
+}
+
+const KERNELS: [Kernel; 2] = [
+    Kernel {
+        name: "debian",
+        file: "debian-6.12.117.vmlinuz",
+        tests: "monitor",
+    },
+    Kernel {
+        name: "override",
+        file: "override-6.12.117.bzImage",
+        tests: "monitor",
+    },
+];
+
+pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
+    let kernels: Vec<&Kernel> = KERNELS
+        .iter()
+        .filter(|k| args.kernel == KernelChoice::All || k.name == kernel_name(args.kernel))
+        .collect();
+    // Check the kernels before spending minutes on builds.
+    let kernel_dir = kernel_dir();
+    for kernel in &kernels {
+        let path = kernel_dir.join(kernel.file);
+        anyhow::ensure!(path.is_file(), "kernel {} not found", path.display());
+    }
+    let initrd = build_initramfs()?;
+
+    let mut results = Vec::new();
+    for kernel in kernels {
+        let tests = args.tests.as_deref().unwrap_or(kernel.tests);
+        let boot = Boot {
+            name: kernel.name,
+            kernel: kernel_dir.join(kernel.file),
+            initrd: initrd.clone(),
+            tests: tests.to_owned(),
+            timeout: args.timeout,
+        };
+        results.push(boot.run());
+    }
+    report(&results)
+}
+
+fn kernel_name(choice: KernelChoice) -> &'static str {
+    match choice {
+        KernelChoice::Debian => "debian",
+        KernelChoice::Override => "override",
+        KernelChoice::All => "all",
+    }
+}
+
+/// `shared/kernels` lives beside the clone, wherever that is.
+fn kernel_dir() -> PathBuf {
+    let root = build::workspace_root();
+    root.parent()
+        .unwrap_or(&root)
+        .join("shared")
+        .join("kernels")
+}
+
+/// Builds the static binaries and writes target/vm/initramfs.cpio.
+fn build_initramfs() -> anyhow::Result<PathBuf> {
+    let (chaos_user, workload) = build::static_binaries()?;
+    let init = build::release("tests", Some(build::MUSL))?.join("chaos-vm-init");
+    let dir = build::workspace_root().join("target").join("vm");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("initramfs.cpio");
+    write_initramfs(&path, &init, &chaos_user, &workload)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn write_initramfs(
+    path: &Path,
+    init: &Path,
+    chaos_user: &Path,
+    workload: &Path,
+) -> anyhow::Result<()> {
+    let mut cpio = Cpio::new(BufWriter::new(File::create(path)?));
+    // Mount points of the init; sysfs provides the ones below /sys itself.
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        cpio.dir(dir, 0o755)?;
+    }
+    cpio.char_device("dev/console", 0o600, 5, 1)?;
+    for (name, source) in [
+        ("init", init),
+        ("bin/chaos-user", chaos_user),
+        ("bin/chaos-workload", workload),
+    ] {
+        cpio.file(name, 0o755, source)
+            .with_context(|| format!("adding {}", source.display()))?;
+    }
+    cpio.finish()?;
+    Ok(())
+}
+
+/// One kernel to boot and what to run in it.
+struct Boot {
+    name: &'static str,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    tests: String,
+    timeout: Duration,
+}
+
+/// What one boot gave.
+struct BootResult {
+    name: &'static str,
+    passed: u32,
+    failed: u32,
+    /// Why the kernel failed beyond failed tests: no summary, timeout, QEMU error.
+    problem: Option<String>,
+    boot_time: Option<Duration>,
+    total_time: Duration,
+}
+
+impl Boot {
+    fn run(&self) -> BootResult {
+        let started = Instant::now();
+        let mut result = BootResult {
+            name: self.name,
+            passed: 0,
+            failed: 0,
+            problem: None,
+            boot_time: None,
+            total_time: Duration::ZERO,
+        };
+        match self.watch(started) {
+            Ok(serial) => serial.judge(&self.tests, &mut result),
+            Err(e) => {
+                result.failed = self.test_count().max(1);
+                result.problem = Some(format!("{e:#}"));
+            }
+        }
+        result.total_time = started.elapsed();
+        result
+    }
+
+    fn test_count(&self) -> u32 {
+        self.tests.split(',').filter(|t| !t.is_empty()).count() as u32
+    }
+
+    fn qemu(&self) -> Command {
+        // The init's watchdog fires first, so a stuck test still ends with a summary line.
+        let watchdog = self
+            .timeout
+            .saturating_sub(Duration::from_secs(15))
+            .max(Duration::from_secs(10));
+        let append = format!(
+            "console=ttyS0 quiet panic=-1 syschaos.tests={} syschaos.watchdog={}",
+            self.tests,
+            watchdog.as_secs()
+        );
+        let mut qemu = Command::new("qemu-system-x86_64");
+        // KVM does not work here: always TCG. No network device at all.
+        qemu.args([
+            "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2", "-nic", "none",
+        ])
+        .arg("-kernel")
+        .arg(&self.kernel)
+        .arg("-initrd")
+        .arg(&self.initrd)
+        .args(["-append", &append, "-nographic", "-no-reboot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        qemu
+    }
+
+    /// Boots the kernel, echoing the serial console, until QEMU exits or the timeout.
+    fn watch(&self, started: Instant) -> anyhow::Result<Serial> {
+        let mut command = self.qemu();
+        let mut qemu = command.spawn().with_context(|| {
+            format!(
+                "cannot start {command:?} (install it with `apt-get install -y qemu-system-x86`)"
+            )
+        })?;
+        let lines = self.echo_output(&mut qemu);
+        let mut serial = Serial::default();
+        let deadline = started + self.timeout;
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => serial.read(&line, started.elapsed()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = qemu.kill();
+                    let _ = qemu.wait();
+                    let timeout = self.timeout.as_secs();
+                    serial.qemu_problem = Some(format!("timed out after {timeout}s: QEMU killed"));
+                    return Ok(serial);
+                }
+            }
+        }
+        let status = qemu.wait().context("waiting for QEMU")?;
+        if !status.success() {
+            serial.qemu_problem = Some(format!("QEMU exited with {status}"));
+        }
+        Ok(serial)
+    }
+
+    /// Prints QEMU's stdout (the serial console) and stderr prefixed with the kernel name;
+    /// the console lines also come back through the channel, which closes when QEMU exits.
+    fn echo_output(&self, qemu: &mut Child) -> mpsc::Receiver<String> {
+        let (send, receive) = mpsc::channel();
+        let stdout = qemu.stdout.take().expect("piped");
+        let stderr = qemu.stderr.take().expect("piped");
+        let prefix = format!("[{}]", self.name);
+        let stderr_prefix = format!("[{} qemu]", self.name);
+        thread::spawn(move || {
+            for_each_line(stdout, |line| {
+                println!("{prefix} {line}");
+                let _ = send.send(line);
+            })
+        });
+        thread::spawn(move || for_each_line(stderr, |line| eprintln!("{stderr_prefix} {line}")));
+        receive
+    }
+}
+
+/// Calls `f` for each line, tolerating non-UTF-8 bytes and the serial console's "\r\n".
+fn for_each_line(pipe: impl Read, mut f: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buffer = Vec::new();
+    while matches!(reader.read_until(b'\n', &mut buffer), Ok(n) if n > 0) {
+        f(printable(&String::from_utf8_lossy(&buffer)));
+        buffer.clear();
+    }
+}
+
+/// Drops the firmware's terminal escape sequences (ESC c, ESC [ ... letter) and control
+/// characters such as "\r", which would garble our terminal.
+fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                if chars.next() == Some('[') {
+                    // Parameters, then one final byte in '@'..='~'.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the serial console told us.
+#[derive(Default)]
+struct Serial {
+    boot_time: Option<Duration>,
+    /// Per-test lines seen, in case the summary never comes.
+    ok_lines: u32,
+    failed_lines: u32,
+    summary: Option<(u32, u32)>,
+    /// A timeout or QEMU's failure.
+    qemu_problem: Option<String>,
+}
+
+impl Serial {
+    fn read(&mut self, line: &str, elapsed: Duration) {
+        if self.boot_time.is_none() && line.contains("syschaos-vm: init started") {
+            self.boot_time = Some(elapsed);
+        }
+        if line.starts_with("vm-test ") && line.ends_with(" ... ok") {
+            self.ok_lines += 1;
+        } else if line.starts_with("vm-test ") && line.contains(" ... FAILED") {
+            self.failed_lines += 1;
+        }
+        if let Some(counts) = line
+            .split_once("syschaos-vm: ")
+            .and_then(|(_, rest)| parse_counts(rest))
+        {
+            self.summary = Some(counts);
+        }
+    }
+
+    fn judge(self, tests: &str, result: &mut BootResult) {
+        result.boot_time = self.boot_time;
+        match self.summary {
+            Some((passed, failed)) => {
+                result.passed = passed;
+                result.failed = failed;
+            }
+            None => {
+                // Every requested test that did not say "ok" counts as failed.
+                let requested = tests.split(',').filter(|t| !t.is_empty()).count() as u32;
+                let unreported = requested.saturating_sub(self.ok_lines + self.failed_lines);
+                result.passed = self.ok_lines;
+                result.failed = (self.failed_lines + unreported).max(1);
+                result.problem = Some("no summary line on the serial console".to_owned());
+            }
+        }
+        if let Some(problem) = self.qemu_problem {
+            result.problem = Some(problem);
+            result.failed = result.failed.max(1);
+        }
+    }
+}
+
+/// "N passed, M failed" -> (N, M).
+fn parse_counts(text: &str) -> Option<(u32, u32)> {
+    let (passed, failed) = text.trim().split_once(" passed, ")?;
+    let failed = failed.strip_suffix(" failed")?;
+    Some((passed.parse().ok()?, failed.parse().ok()?))
+}
+
+/// One line per kernel, then the total; fails if any kernel did.
+fn report(results: &[BootResult]) -> anyhow::Result<()> {
+    println!();
+    for r in results {
+        let status = match (&r.problem, r.failed) {
+            (Some(problem), _) => format!("FAILED ({problem})"),
+            (None, 0) => "ok".to_owned(),
+            (None, _) => "FAILED".to_owned(),
+        };
+        let boot = r
+            .boot_time
+            .map_or("-".to_owned(), |t| format!("{:.1}s", t.as_secs_f64()));
+        println!(
+            "vm-test {}: {status}: {} passed, {} failed (boot {boot}, total {:.1}s)",
+            r.name,
+            r.passed,
+            r.failed,
+            r.total_time.as_secs_f64()
+        );
+    }
+    let passed: u32 = results.iter().map(|r| r.passed).sum();
+    let failed: u32 = results.iter().map(|r| r.failed).sum();
+    println!("vm-test: {passed} passed, {failed} failed");
+    let failed_kernels: Vec<&str> = results
+        .iter()
+        .filter(|r| r.problem.is_some() || r.failed > 0)
+        .map(|r| r.name)
+        .collect();
+    if !failed_kernels.is_empty() {
+        bail!("vm-test failed on: {}", failed_kernels.join(", "));
+    }
+    Ok(())
+}
+
+/// "120s", "3m" or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    number
+        .parse::<u64>()
+        .map(|n| Duration::from_secs(n * unit))
+        .map_err(|_| format!("not a duration: {text} (try 120s or 3m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_matches_the_command_line() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: VmTestArgs,
+        }
+        let parsed = <Cli as clap::Parser>::parse_from(["vm-test"]).args;
+        let default = VmTestArgs::default();
+        assert_eq!(parsed.kernel, default.kernel);
+        assert_eq!(parsed.tests, default.tests);
+        assert_eq!(parsed.timeout, default.timeout);
+    }
+
+    #[test]
+    fn escapes_removed() {
+        let line = "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r\n";
+        assert_eq!(printable(line), "SeaBIOS (version 1.16)");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("120s"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn summary_line() {
+        let mut serial = Serial::default();
+        serial.read("vm-test monitor ... ok", Duration::ZERO);
+        serial.read("vm-test lsm ... FAILED: no LSM", Duration::ZERO);
+        serial.read("syschaos-vm: 1 passed, 1 failed", Duration::ZERO);
+        assert_eq!((serial.ok_lines, serial.failed_lines), (1, 1));
+        assert_eq!(serial.summary, Some((1, 1)));
+        assert_eq!(parse_counts("kernel 6.12"), None);
+    }
+
+    #[test]
+    fn missing_summary_fails() {
+        let mut serial = Serial::default();
+        serial.read("vm-test monitor ... ok", Duration::ZERO);
+        let mut result = BootResult {
+            name: "debian",
+            passed: 0,
+            failed: 0,
+            problem: None,
+            boot_time: None,
+            total_time: Duration::ZERO,
+        };
+        serial.judge("monitor,lsm", &mut result);
+        assert_eq!((result.passed, result.failed), (1, 1));
+        assert!(result.problem.is_some());
+    }
 }
