@@ -23,7 +23,21 @@ fn main() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
+    target_bpf_cpu_v3();
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
+}
+
+/// The eBPF programs use atomic fetch-add (exact `--nth`/`--count` across CPUs), which needs BPF
+/// cpu v3 (kernel 5.12+ runs it). aya-build fixes the inner build's RUSTFLAGS, so the flag goes in
+/// as a profile setting of that nightly cargo, through the environment it inherits from us.
+fn target_bpf_cpu_v3() {
+    // SAFETY: the build script is single-threaded at this point.
+    unsafe {
+        std::env::set_var("CARGO_UNSTABLE_PROFILE_RUSTFLAGS", "true");
+        std::env::set_var("CARGO_PROFILE_RELEASE_RUSTFLAGS", "-Ctarget-cpu=v3");
+        // Not for the host-side build scripts and proc macros of that build.
+        std::env::set_var("CARGO_PROFILE_RELEASE_BUILD_OVERRIDE_RUSTFLAGS", "");
+    }
 }
 
 /// One clear message per missing tool, instead of a wall of cargo errors from the inner build.

@@ -13,11 +13,24 @@ pub const MAP_SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
 /// Thread id -> the call it is in ([`InflightCall`]), for latency.
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
 
+/// `(cgroup id, syscall)` -> [`InjectRule`]: the Perturbator's rules.
+pub const MAP_INJECT_RULES: &str = "INJECT_RULES";
+/// Per-CPU array: rule index -> injections made.
+pub const MAP_INJECTIONS: &str = "INJECTIONS";
+
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
 
+/// Enforcement programs, one per engine hook (see `chaos-user/src/inject/engine.rs`).
+pub const PROG_INJECT_KPROBE: &str = "inject_kprobe";
+
 pub const MAX_TARGETS: u32 = 1024;
+pub const MAX_RULES: u32 = 4096;
+/// Longest path prefix a rule can filter on.
+pub const PATH_PREFIX_MAX: usize = 64;
+/// `InjectRule::path_arg` when the rule has no path filter.
+pub const NO_PATH_ARG: u32 = u32::MAX;
 pub const MAX_STATS_ENTRIES: u32 = 32 * 1024;
 pub const MAX_ERROR_ENTRIES: u32 = 16 * 1024;
 pub const MAX_INFLIGHT_THREADS: u32 = 64 * 1024;
@@ -67,12 +80,64 @@ pub struct ErrorKey {
 
 /// Value of [`MAP_INFLIGHT`]: what a thread of a target entered. `start_ns == 0` means
 /// "not in a counted call" (the entry is reused, not deleted, to keep the hot path cheap).
+///
+/// The injection decision is taken at syscall entry and parked here (`pending_*`) for the
+/// engine's hook, which runs later in the same call, to carry out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct InflightCall {
     pub start_ns: u64,
+    pub cgroup_id: u64,
     pub syscall: u32,
     pub slot: u32,
+    /// errno to inject, 0 for none.
+    pub pending_errno: u32,
+    /// `ENGINE_*` that must carry it out.
+    pub pending_engine: u32,
+}
+
+/// How a rule's fault is carried out in the kernel.
+pub const ENGINE_KPROBE: u32 = 1;
+pub const ENGINE_LSM: u32 = 2;
+pub const ENGINE_CGROUP_SOCK: u32 = 3;
+pub const ENGINE_SIGNAL: u32 = 4;
+
+/// Key of [`MAP_INJECT_RULES`]: one rule per (target cgroup, syscall), so the cost of a call does
+/// not grow with the number of rules or targets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub cgroup_id: u64,
+    pub syscall: u32,
+    pub _pad: u32,
+}
+
+/// A perturbation rule as the kernel applies it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InjectRule {
+    /// Index into [`MAP_INJECTIONS`].
+    pub index: u32,
+    pub engine: u32,
+    /// errno to return, or the signal number for [`ENGINE_SIGNAL`].
+    pub errno_or_signal: u32,
+    /// Which syscall argument holds the path for `path_prefix`, or [`NO_PATH_ARG`].
+    pub path_arg: u32,
+    /// Inject when `bpf_get_prandom_u32() < probability_threshold` (2^32 means always).
+    pub probability_threshold: u64,
+    /// Only the nth matching call (1-based); 0: every matching call.
+    pub nth: u64,
+    /// At most this many injections; 0: no limit.
+    pub max_count: u64,
+    /// `bpf_ktime_get_ns()` after which the rule no longer applies; 0: never expires.
+    pub expires_ns: u64,
+    /// Matching calls seen so far (atomic; for `nth`).
+    pub matched: u64,
+    /// Injections granted so far (atomic; for `max_count`).
+    pub taken: u64,
+    pub path_prefix_len: u32,
+    pub _pad: u32,
+    pub path_prefix: [u8; PATH_PREFIX_MAX],
 }
 
 /// The histogram bucket of a latency, without `leading_zeros` (BPF has no clz instruction).
@@ -118,7 +183,9 @@ pub const fn bucket_upper_ns(i: usize) -> u64 {
 const _: () = assert!(core::mem::size_of::<StatsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 8 * (3 + HIST_BUCKETS));
 const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
-const _: () = assert!(core::mem::size_of::<InflightCall>() == 16);
+const _: () = assert!(core::mem::size_of::<InflightCall>() == 32);
+const _: () = assert!(core::mem::size_of::<RuleKey>() == 16);
+const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 6 + 8 + PATH_PREFIX_MAX);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -127,6 +194,8 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::ErrorKey {}
     unsafe impl aya::Pod for super::InflightCall {}
+    unsafe impl aya::Pod for super::RuleKey {}
+    unsafe impl aya::Pod for super::InjectRule {}
 }
 
 #[cfg(test)]

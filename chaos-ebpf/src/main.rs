@@ -1,7 +1,14 @@
 //! syschaos kernel programs. One module per hook family; this file only wires them up.
 #![no_std]
 #![no_main]
+// Atomic fetch-add on map values (see inject.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod inject;
+mod inject_cgroup_sock;
+mod inject_kprobe;
+mod inject_lsm;
 mod monitor;
 
 #[cfg(not(test))]

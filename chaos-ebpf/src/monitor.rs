@@ -7,6 +7,7 @@
 //! Cost for threads that are not targets: one cgroup-id read and one hash miss at entry, one hash
 //! miss at exit. Targets pay one more lookup on each side and a per-CPU stats update at exit.
 
+use crate::inject;
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint},
@@ -31,7 +32,7 @@ static SYSCALL_ERRORS: PerCpuHashMap<ErrorKey, u64> =
 
 // LRU: entries of threads that exited are recycled without a cleanup hook.
 #[map]
-static INFLIGHT: LruHashMap<u32, InflightCall> =
+pub(crate) static INFLIGHT: LruHashMap<u32, InflightCall> =
     LruHashMap::with_max_entries(MAX_INFLIGHT_THREADS, 0);
 
 /// Syscall numbers of `exit` and `exit_group` on the running architecture, set by the loader.
@@ -56,14 +57,32 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     let syscall = syscall as u32;
     if is_never_returning(syscall) {
         with_stats(StatsKey { slot, syscall }, |stats| stats.calls += 1);
+        if inject::enabled() {
+            // A signal rule on exit_group still fires; an errno rule cannot apply to it.
+            let mut call = InflightCall {
+                start_ns: 0,
+                cgroup_id,
+                syscall,
+                slot,
+                pending_errno: 0,
+                pending_engine: 0,
+            };
+            inject::decide(&ctx, &mut call);
+        }
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let call = InflightCall {
+    let mut call = InflightCall {
         start_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id,
         syscall,
         slot,
+        pending_errno: 0,
+        pending_engine: 0,
     };
+    if inject::enabled() {
+        inject::decide(&ctx, &mut call);
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
     // Overwrite in place when the thread already has an entry: cheaper than a hash insert.
     match INFLIGHT.get_ptr_mut(&tid) {
         Some(entry) => unsafe { *entry = call },
@@ -84,7 +103,11 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     if call.start_ns == 0 {
         return 0;
     }
-    unsafe { (*entry).start_ns = 0 };
+    unsafe {
+        (*entry).start_ns = 0;
+        // A decision no hook carried out (e.g. the call never reached it) dies with the call.
+        (*entry).pending_errno = 0;
+    }
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(call.start_ns);
     let ret: i64 = ctx.arg(1);
     let key = StatsKey {

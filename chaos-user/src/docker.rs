@@ -135,3 +135,8 @@ pub async fn watch(names: Vec<String>) -> Result<mpsc::Receiver<ContainerEvent>,
     });
     Ok(receiver)
 }
+
+/// Whether a Docker daemon answers.
+pub async fn ping() -> Result<(), DockerError> {
+    connect().await.map(drop)
+}

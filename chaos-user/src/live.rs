@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     resources::ResourceUsage,
-    snapshot::{self, Snapshot, SyscallRate},
+    snapshot::{self, InjectionSnapshot, Snapshot, SyscallRate},
 };
 
 /// Rows shown per target in the terminal view; JSON carries them all.
@@ -25,6 +25,7 @@ pub struct TargetReport {
     pub active: bool,
     pub resources: ResourceUsage,
     pub syscalls: Vec<SyscallRate>,
+    pub injections: Vec<InjectionSnapshot>,
 }
 
 pub fn interval_report(before: Option<&Snapshot>, now: &Snapshot) -> IntervalReport {
@@ -48,6 +49,7 @@ pub fn interval_report(before: Option<&Snapshot>, now: &Snapshot) -> IntervalRep
                     target,
                     seconds,
                 ),
+                injections: target.injections.clone(),
             })
             .collect(),
     }

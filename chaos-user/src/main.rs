@@ -1,6 +1,7 @@
 //! `chaos-user`: observe and perturb containers at the system-call level, from outside, with eBPF.
 mod commands;
 mod docker;
+mod inject;
 mod live;
 mod metrics;
 mod monitor;
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Count the system calls of containers, cgroups or processes: live view and Prometheus metrics.
     Attach(commands::attach::AttachArgs),
+    /// Make chosen system calls of a target fail (errno) or signal it, decided in the kernel.
+    Inject(commands::inject::InjectArgs),
+    /// What this kernel offers: the monitor, and which injection engines work and cover what.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 #[tokio::main]
@@ -32,6 +37,8 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attach(args) => commands::attach::run(args).await,
+        Command::Inject(args) => commands::inject::run(args).await,
+        Command::Doctor(args) => commands::doctor::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

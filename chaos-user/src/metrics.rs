@@ -127,8 +127,24 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
         "Block IO of the target's cgroup, by direction.",
         MetricType::COUNTER,
     );
+    let mut injections = family(
+        "syschaos_injections_total",
+        "Faults injected, by rule: syscall, errno (or signal) and engine.",
+        MetricType::COUNTER,
+    );
     for target in &snapshot.targets {
         let label = target.target.as_str();
+        for injection in &target.injections {
+            let labels = [
+                ("target", label),
+                ("syscall", injection.syscall.as_str()),
+                ("errno", injection.fault.as_str()),
+                ("engine", injection.engine),
+            ];
+            injections
+                .mut_metric()
+                .push(counter(&labels, injection.count as f64));
+        }
         for call in &target.syscalls {
             let labels = [("target", label), ("syscall", call.syscall.as_str())];
             calls.mut_metric().push(counter(&labels, call.calls as f64));
@@ -170,7 +186,7 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
             }
         }
     }
-    vec![calls, errors, durations, cpu, memory, io]
+    vec![calls, errors, durations, injections, cpu, memory, io]
 }
 
 fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {

@@ -33,6 +33,8 @@ pub enum MonitorError {
     },
     #[error("eBPF object has no {0}: chaos-user was built from mismatched sources")]
     Missing(&'static str),
+    #[error("cannot move injection rules: {0}")]
+    Rules(String),
     #[error("BPF map operation failed: {0}")]
     Map(#[from] MapError),
 }
@@ -44,8 +46,10 @@ pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    /// Present when loaded with injection on (see `inject::kernel`).
+    pub(crate) injection: Option<crate::inject::kernel::InjectionMaps>,
     // Owns the programs and their links; declared last so the maps above are closed first.
-    _ebpf: Ebpf,
+    pub(crate) ebpf: Ebpf,
 }
 
 /// Counters summed over CPUs.
@@ -57,39 +61,52 @@ pub struct Counters {
 }
 
 impl Monitor {
-    pub fn load() -> Result<Self, MonitorError> {
+    /// Loads the monitor's programs into the kernel; nothing is attached until [`Monitor::start`].
+    /// With `inject`, the syscall-entry program also takes injection decisions (rules are added
+    /// with `install_rule`).
+    pub fn load(inject: bool) -> Result<Self, MonitorError> {
         privileges::check()?;
         raise_memlock_limit();
         let exit_nr = syscalls::Sysno::exit.id() as u32;
         let exit_group_nr = syscalls::Sysno::exit_group.id() as u32;
+        let inject_enabled = u8::from(inject);
         let mut ebpf = EbpfLoader::new()
             .override_global("SYS_EXIT_NR", &exit_nr, true)
             .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
+            .override_global("INJECT_ENABLED", &inject_enabled, true)
             .load(EBPF_OBJECT)
             .map_err(MonitorError::Load)?;
-        for (name, tracepoint) in [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(MonitorError::Missing(name))?
-                .try_into()
-                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
-            program
+        for (name, tracepoint) in TRACEPOINTS {
+            raw_tracepoint(&mut ebpf, name, tracepoint)?
                 .load()
-                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
-            program
-                .attach(tracepoint)
                 .map_err(|source| MonitorError::Attach { tracepoint, source })?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
         let stats = PerCpuHashMap::try_from(take(MAP_SYSCALL_STATS)?)?;
         let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
+        let injection = if inject {
+            Some(crate::inject::kernel::InjectionMaps::take(&mut take)?)
+        } else {
+            None
+        };
         Ok(Self {
             targets,
             stats,
             errors,
-            _ebpf: ebpf,
+            injection,
+            ebpf,
         })
+    }
+
+    /// Attaches the raw tracepoints: counting (and injecting) starts.
+    pub fn start(&mut self) -> Result<(), MonitorError> {
+        for (name, tracepoint) in TRACEPOINTS {
+            raw_tracepoint(&mut self.ebpf, name, tracepoint)?
+                .attach(tracepoint)
+                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
+        }
+        Ok(())
     }
 
     /// Counts the calls of the tasks in cgroup `cgroup_id` under `slot`.
@@ -127,6 +144,19 @@ impl Monitor {
         }
         Ok(counters)
     }
+}
+
+const TRACEPOINTS: [(&str, &str); 2] = [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")];
+
+fn raw_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<&'a mut RawTracePoint, MonitorError> {
+    ebpf.program_mut(name)
+        .ok_or(MonitorError::Missing(name))?
+        .try_into()
+        .map_err(|source| MonitorError::Attach { tracepoint, source })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.

@@ -7,9 +7,10 @@ use std::{
 };
 
 use crate::{
+    inject::{InjectError, kernel::InstalledRule},
     monitor::{Monitor, MonitorError},
     names, resources,
-    snapshot::{Snapshot, SyscallSnapshot, TargetSnapshot},
+    snapshot::{InjectionSnapshot, Snapshot, SyscallSnapshot, TargetSnapshot},
     target::Target,
 };
 
@@ -22,6 +23,8 @@ pub struct Session {
     monitor: Mutex<Monitor>,
     // Index = slot number the kernel counts under.
     slots: Mutex<Vec<Slot>>,
+    /// Installed rules with their expiry (`bpf_ktime_get_ns`), index = rule index.
+    rules: Mutex<Vec<(InstalledRule, u64)>>,
 }
 
 impl Session {
@@ -29,7 +32,34 @@ impl Session {
         Self {
             monitor: Mutex::new(monitor),
             slots: Mutex::new(Vec::new()),
+            rules: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Attaches the monitor's tracepoints: counting and injecting start.
+    pub fn start(&self) -> Result<(), MonitorError> {
+        self.monitor.lock().unwrap().start()
+    }
+
+    pub fn installed(&self) -> Vec<InstalledRule> {
+        self.rules
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(rule, _)| rule.clone())
+            .collect()
+    }
+
+    /// Puts a rule in the kernel for a target added before.
+    pub fn install(&self, rule: InstalledRule, expires_ns: u64) -> Result<(), InjectError> {
+        let slots = self.slots.lock().unwrap();
+        let Some(slot) = slots.iter().find(|slot| slot.target.label == rule.target) else {
+            return Ok(());
+        };
+        let mut monitor = self.monitor.lock().unwrap();
+        monitor.install_rule(&rule, &slot.target.cgroup.v2, expires_ns)?;
+        self.rules.lock().unwrap().push((rule, expires_ns));
+        Ok(())
     }
 
     pub fn add(&self, target: Target) -> Result<(), MonitorError> {
@@ -59,6 +89,18 @@ impl Session {
         let mut monitor = self.monitor.lock().unwrap();
         monitor.remove_cgroup(slot.target.cgroup_id)?;
         monitor.add_cgroup(target.cgroup_id, index as u32)?;
+        // Its rules follow it, with their counters (a count limit is not renewed by a restart).
+        let mut rules = self.rules.lock().unwrap();
+        for (rule, expires_ns) in rules.iter_mut().filter(|(rule, _)| rule.target == label) {
+            let old_cgroup = rule.cgroup_id;
+            rule.cgroup_id = target.cgroup_id;
+            monitor
+                .install_rule(rule, &target.cgroup.v2, *expires_ns)
+                .map_err(|e| MonitorError::Rules(e.to_string()))?;
+            monitor
+                .move_rules(old_cgroup, target.cgroup_id, &[rule.spec.syscall_nr])
+                .map_err(MonitorError::Rules)?;
+        }
         *slot = Slot {
             target,
             active: true,
@@ -80,7 +122,9 @@ impl Session {
     }
 
     pub fn snapshot(&self) -> Result<Snapshot, MonitorError> {
-        let counters = self.monitor.lock().unwrap().read()?;
+        let monitor = self.monitor.lock().unwrap();
+        let counters = monitor.read()?;
+        let rules = self.rules.lock().unwrap();
         let slots = self.slots.lock().unwrap();
         let targets = slots
             .iter()
@@ -110,6 +154,16 @@ impl Session {
                         Default::default()
                     },
                     syscalls,
+                    injections: rules
+                        .iter()
+                        .filter(|(rule, _)| rule.target == slot.target.label)
+                        .map(|(rule, _)| InjectionSnapshot {
+                            syscall: rule.spec.syscall.clone(),
+                            fault: rule.spec.fault.name(),
+                            engine: rule.engine.name(),
+                            count: monitor.injections(rule.index),
+                        })
+                        .collect(),
                 }
             })
             .collect();

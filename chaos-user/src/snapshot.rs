@@ -22,6 +22,18 @@ pub struct TargetSnapshot {
     pub active: bool,
     pub resources: ResourceUsage,
     pub syscalls: Vec<SyscallSnapshot>,
+    /// One per rule on this target.
+    pub injections: Vec<InjectionSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectionSnapshot {
+    pub syscall: String,
+    /// errno or signal name.
+    pub fault: String,
+    pub engine: &'static str,
+    /// Injections made so far.
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

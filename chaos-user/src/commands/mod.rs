@@ -1,2 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand; `common` holds what attach and inject share.
 pub mod attach;
+mod common;
+pub mod doctor;
+pub mod inject;

@@ -6,8 +6,9 @@
 //!                                            each SIGUSR1 runs one round of `calls` with these options.
 //!                                            `docker kill -s USR1` triggers it without `docker exec`,
 //!                                            whose runc helper would add calls of its own to the cgroup.
-//!   chaos-workload calls [--getppid N] [--open-missing M] [--path P]
-//!                                            exactly N getppid() and M openat(P) that fail with ENOENT
+//!   chaos-workload calls [--getppid N] [--open-missing M] [--path P] [--connect C]
+//!                                            exactly N getppid() and M openat(P) that fail with ENOENT,
+//!                                            then C TCP connects to a loopback listener of its own
 //!   chaos-workload loop [--interval-ms MS]   a steady mix forever (the demo): getppid, failed openat,
 //!                                            write to /dev/null, nanosleep
 use std::{
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload idle [calls options] | calls [--getppid N] [--open-missing M] [--path P] | loop [--interval-ms MS]"
+        "usage: chaos-workload idle [calls options] | calls [--getppid N] [--open-missing M] [--path P] [--connect C] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -52,6 +53,7 @@ fn usage(problem: &str) -> ExitCode {
 struct Options {
     getppid: u64,
     open_missing: u64,
+    connect: u64,
     path: CString,
     interval: Duration,
 }
@@ -61,6 +63,7 @@ impl Options {
         let mut options = Options {
             getppid: 0,
             open_missing: 0,
+            connect: 0,
             path: CString::new(DEFAULT_MISSING_PATH).expect("no NUL"),
             interval: Duration::from_millis(100),
         };
@@ -75,6 +78,7 @@ impl Options {
             match flag.as_str() {
                 "--getppid" => options.getppid = number()?,
                 "--open-missing" => options.open_missing = number()?,
+                "--connect" => options.connect = number()?,
                 "--interval-ms" => options.interval = Duration::from_millis(number()?),
                 "--path" => {
                     options.path = CString::new(value.as_str()).map_err(|_| "--path has a NUL")?
@@ -89,10 +93,47 @@ impl Options {
 fn calls_and_report(options: &Options, round: Option<u64>) {
     let enoent = calls(options);
     let round = round.map(|r| format!("round={r} ")).unwrap_or_default();
-    println!(
+    let mut line = format!(
         "chaos-workload: {round}getppid={} openat={} enoent={enoent}",
         options.getppid, options.open_missing
     );
+    if options.connect > 0 {
+        let (failed_at, errnos) = connects(options.connect);
+        let errnos: Vec<String> = errnos
+            .iter()
+            .map(|(errno, n)| format!("{errno}:{n}"))
+            .collect();
+        let failed_at: Vec<String> = failed_at.iter().map(u64::to_string).collect();
+        line.push_str(&format!(
+            " connect={} connect_failed={} connect_errnos={} connect_failed_at={}",
+            options.connect,
+            failed_at.len(),
+            errnos.join(","),
+            failed_at.join(",")
+        ));
+    }
+    println!("{line}");
+}
+
+/// `n` TCP connects to a listener of our own on 127.0.0.1 (inside the process's own network
+/// namespace, so it works with `--network none`). Returns the 1-based indices of the connects
+/// that failed, and errno -> failures.
+fn connects(n: u64) -> (Vec<u64>, std::collections::BTreeMap<i32, u64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let addr = listener.local_addr().expect("listener address");
+    let mut failed_at = Vec::new();
+    let mut errnos = std::collections::BTreeMap::new();
+    for i in 1..=n {
+        match std::net::TcpStream::connect(addr) {
+            // Accept at once, so the backlog never fills up.
+            Ok(_stream) => drop(listener.accept()),
+            Err(e) => {
+                failed_at.push(i);
+                *errnos.entry(e.raw_os_error().unwrap_or(-1)).or_default() += 1;
+            }
+        }
+    }
+    (failed_at, errnos)
 }
 
 /// Returns how many of the openat calls failed with ENOENT.
@@ -119,6 +160,7 @@ fn run_loop(options: &Options) -> ExitCode {
     let per_round = Options {
         getppid: options.getppid.max(20),
         open_missing: options.open_missing.max(5),
+        connect: 0,
         path: options.path.clone(),
         interval: options.interval,
     };

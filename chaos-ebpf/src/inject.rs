@@ -1,0 +1,160 @@
+//! Perturbator, shared part: the decision to inject, taken at syscall entry (from the monitor's
+//! `sys_enter`, for targets only), and the hand-over to the engine hook that carries it out later
+//! in the same call (`take_pending`). Engines: `inject_kprobe.rs`, `inject_lsm.rs`,
+//! `inject_cgroup_sock.rs`; signals are sent right here.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user_str_bytes, bpf_send_signal_thread,
+    },
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+    programs::RawTracePointContext,
+};
+use chaos_common::{
+    ENGINE_SIGNAL, InflightCall, InjectRule, MAX_RULES, NO_PATH_ARG, PATH_PREFIX_MAX, RuleKey,
+};
+
+use crate::monitor::INFLIGHT;
+
+#[map]
+static INJECT_RULES: HashMap<RuleKey, InjectRule> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map]
+static INJECTIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// Set by the loader when rules may exist; a plain monitor skips the rule lookup entirely
+/// (the verifier prunes the dead branch, as this is read-only data).
+#[unsafe(no_mangle)]
+static INJECT_ENABLED: u8 = 0;
+
+#[inline(always)]
+pub fn enabled() -> bool {
+    unsafe { core::ptr::read_volatile(&INJECT_ENABLED) != 0 }
+}
+
+/// Decides whether this call of a target gets a fault. Errno faults are parked in `call` for the
+/// engine's hook; signals are sent now (they are delivered when the call returns to user space).
+#[inline(always)]
+pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
+    let key = RuleKey {
+        cgroup_id: call.cgroup_id,
+        syscall: call.syscall,
+        _pad: 0,
+    };
+    let Some(rule) = INJECT_RULES.get_ptr_mut(&key) else {
+        return;
+    };
+    let rule = unsafe { &mut *rule };
+    if rule.expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > rule.expires_ns {
+        return;
+    }
+    if rule.path_arg != NO_PATH_ARG && !path_matches(ctx, rule) {
+        return;
+    }
+    if rule.nth != 0 {
+        let seen = fetch_add(&mut rule.matched) + 1;
+        if seen != rule.nth {
+            return;
+        }
+    } else if (unsafe { bpf_get_prandom_u32() } as u64) >= rule.probability_threshold {
+        return;
+    }
+    if rule.engine == ENGINE_SIGNAL {
+        if grant(rule) {
+            unsafe { bpf_send_signal_thread(rule.errno_or_signal) };
+        }
+        return;
+    }
+    call.pending_errno = rule.errno_or_signal;
+    call.pending_engine = rule.engine;
+}
+
+/// Called by an engine's hook: the errno to inject into the current call, if a decision for
+/// `engine` is pending for this thread and the rule's count allows it. Consumes the decision.
+#[inline(always)]
+pub fn take_pending(engine: u32) -> Option<u32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let entry = INFLIGHT.get_ptr_mut(&tid)?;
+    let call = unsafe { &mut *entry };
+    if call.pending_errno == 0 || call.pending_engine != engine || call.start_ns == 0 {
+        return None;
+    }
+    // Thread ids are reused: only a thread still in the target's cgroup may be perturbed.
+    if unsafe { bpf_get_current_cgroup_id() } != call.cgroup_id {
+        return None;
+    }
+    let errno = call.pending_errno;
+    call.pending_errno = 0;
+    let key = RuleKey {
+        cgroup_id: call.cgroup_id,
+        syscall: call.syscall,
+        _pad: 0,
+    };
+    let rule = INJECT_RULES.get_ptr_mut(&key)?;
+    grant(unsafe { &mut *rule }).then_some(errno)
+}
+
+/// Takes one injection from the rule's budget and counts it; false once `max_count` is spent.
+#[inline(always)]
+fn grant(rule: &mut InjectRule) -> bool {
+    let taken = fetch_add(&mut rule.taken);
+    if rule.max_count != 0 && taken >= rule.max_count {
+        return false;
+    }
+    if let Some(count) = INJECTIONS.get_ptr_mut(rule.index) {
+        unsafe { *count += 1 };
+    }
+    true
+}
+
+/// Atomic `+= 1` returning the old value: rule counters are shared by all CPUs.
+/// `AtomicU64::fetch_add` is not offered on the BPF target, so this is the intrinsic. It must be
+/// SeqCst: LLVM lowers a Relaxed one to the legacy XADD, which does not return the old value
+/// (found with llvm-objdump). Needs BPF cpu v3 (see chaos-user/build.rs) and kernel 5.12+.
+#[inline(always)]
+fn fetch_add(value: &mut u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(value, 1) }
+}
+
+/// Whether the call's path argument starts with the rule's prefix.
+#[inline(always)]
+fn path_matches(ctx: &RawTracePointContext, rule: &InjectRule) -> bool {
+    let regs: *const pt_regs = ctx.arg(0);
+    let Some(address) = syscall_arg(regs, rule.path_arg) else {
+        return false;
+    };
+    let mut path = [0u8; PATH_PREFIX_MAX];
+    if unsafe { bpf_probe_read_user_str_bytes(address as *const u8, &mut path) }.is_err() {
+        return false;
+    }
+    let len = rule.path_prefix_len as usize;
+    for i in 0..PATH_PREFIX_MAX {
+        if i >= len {
+            break;
+        }
+        if path[i] != rule.path_prefix[i] {
+            return false;
+        }
+    }
+    true
+}
+
+/// The `n`th syscall argument from the user registers saved at entry (x86_64 calling convention).
+#[inline(always)]
+fn syscall_arg(regs: *const pt_regs, n: u32) -> Option<u64> {
+    let regs = unsafe { &*regs };
+    let field = match n {
+        0 => &regs.rdi,
+        1 => &regs.rsi,
+        2 => &regs.rdx,
+        3 => &regs.r10,
+        4 => &regs.r8,
+        5 => &regs.r9,
+        _ => return None,
+    };
+    unsafe { bpf_probe_read_kernel(field as *const u64) }.ok()
+}

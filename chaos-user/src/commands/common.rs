@@ -1,0 +1,354 @@
+//! What `attach` and `inject` share: target and output flags, and the watch loop.
+use std::{
+    io::{IsTerminal as _, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    docker::{self, ContainerEvent, Lifecycle},
+    inject::{
+        InjectError,
+        kernel::{InstalledRule, kernel_now_ns},
+        lock::InjectionLock,
+        rule::RuleSpec,
+    },
+    live, metrics,
+    monitor::Monitor,
+    session::Session,
+    snapshot::Snapshot,
+    target::{self, CgroupRoot, Target, TargetSpec},
+};
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Container name or id (repeatable).
+    #[arg(long = "container", value_name = "NAME_OR_ID")]
+    pub containers: Vec<String>,
+    /// cgroup v2 directory, absolute or relative to the cgroup v2 root (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// A process whose cgroup to watch (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+}
+
+impl TargetArgs {
+    fn specs(&self) -> Vec<TargetSpec> {
+        let containers = self.containers.iter().cloned().map(TargetSpec::Container);
+        let cgroups = self.cgroups.iter().cloned().map(TargetSpec::Cgroup);
+        let pids = self.pids.iter().copied().map(TargetSpec::Pid);
+        containers.chain(cgroups).chain(pids).collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Stop after this long (e.g. 30s, 5m); default: until SIGINT/SIGTERM. Injection rules
+    /// expire in the kernel at the same moment, even if chaos-user hangs.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Refresh interval of the live view and JSON snapshots.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// No live view.
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// One JSON snapshot per interval on stdout instead of the live view.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to serve Prometheus metrics (path /metrics). Loopback unless you say otherwise.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+enum Output {
+    Live { clear: bool },
+    Json,
+    Quiet,
+}
+
+/// Resolves the targets, installs the rules, and watches until the duration ends, a signal
+/// arrives or no target is left. Everything that can fail on the user's input fails before any
+/// program is attached; on return every program is detached.
+pub async fn run(
+    targets: &TargetArgs,
+    rules: Vec<RuleSpec>,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let specs = targets.specs();
+    if specs.is_empty() {
+        bail!("nothing to attach to: give --container NAME, --cgroup PATH or --pid PID");
+    }
+    let cgroup_root = CgroupRoot::discover()?;
+    let targets = resolve_all(&specs, &cgroup_root).await?;
+    check_one_rule_per_syscall(&targets, &rules)?;
+    let listener = match output.no_metrics {
+        true => None,
+        false => Some(metrics::bind(output.metrics_addr).await?),
+    };
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let inject = !rules.is_empty();
+    let mut monitor = Monitor::load(inject)?;
+    let mut planned = Vec::new();
+    let mut _locks = Vec::new();
+    if inject {
+        let capabilities = monitor.capabilities();
+        for target in &targets {
+            _locks.push(InjectionLock::acquire(&target.label, target.cgroup_id)?);
+            for spec in &rules {
+                let engine = capabilities.choose(spec)?;
+                let index = planned.len() as u32;
+                planned.push(InstalledRule {
+                    index,
+                    target: target.label.clone(),
+                    cgroup_id: target.cgroup_id,
+                    spec: spec.clone(),
+                    engine,
+                });
+            }
+        }
+    }
+    let session = Arc::new(Session::new(monitor));
+    let container_names: Vec<String> = targets
+        .iter()
+        .filter(|t| matches!(t.spec, TargetSpec::Container(_)))
+        .map(|t| t.label.clone())
+        .collect();
+    let labels: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
+    for target in targets {
+        session.add(target)?;
+    }
+    let now = kernel_now_ns();
+    for rule in planned {
+        let limit = rule.spec.duration.into_iter().chain(output.duration).min();
+        let expires_ns = limit.map_or(0, |limit| now + limit.as_nanos() as u64);
+        session.install(rule, expires_ns)?;
+    }
+    session.start()?;
+    let metrics_url = match listener {
+        Some(listener) => format!(
+            "http://{}/metrics",
+            metrics::spawn(listener, session.clone())
+        ),
+        None => "off".to_owned(),
+    };
+    let mut events = match container_names.is_empty() {
+        true => None,
+        false => Some(docker::watch(container_names).await?),
+    };
+    eprintln!(
+        "syschaos: attached to {} (metrics: {metrics_url}); Ctrl-C to detach",
+        labels.join(", ")
+    );
+    if inject {
+        eprintln!(
+            "syschaos: injecting {}",
+            describe_rules(&session.installed())
+        );
+    }
+
+    let output_mode = if output.json {
+        Output::Json
+    } else if output.quiet {
+        Output::Quiet
+    } else {
+        Output::Live {
+            clear: std::io::stdout().is_terminal(),
+        }
+    };
+    let deadline = async {
+        match output.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(output.interval);
+    ticker.tick().await;
+    let mut previous: Option<Snapshot> = Some(session.snapshot()?);
+    let header = format!("syschaos  metrics: {metrics_url}  Ctrl-C to detach");
+    let reason = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = session.snapshot()?;
+                show(&output_mode, previous.as_ref(), &now, &header)?;
+                previous = Some(now);
+            }
+            Some(event) = next_event(&mut events) => {
+                if let Some(reason) = follow(&session, &cgroup_root, event).await? {
+                    break reason;
+                }
+            }
+            _ = &mut deadline => break "duration elapsed".to_owned(),
+            _ = interrupt.recv() => break "SIGINT".to_owned(),
+            _ = terminate.recv() => break "SIGTERM".to_owned(),
+        }
+    };
+    let last = session.snapshot()?;
+    // Dropping the session drops the Ebpf object: programs detached, rules gone, maps freed.
+    drop(session);
+    for target in &last.targets {
+        for injection in &target.injections {
+            eprintln!(
+                "syschaos: {}: {} {} via {}: {} injected",
+                target.target,
+                injection.syscall,
+                injection.fault,
+                injection.engine,
+                injection.count
+            );
+        }
+    }
+    eprintln!("syschaos: detached ({reason})");
+    Ok(())
+}
+
+async fn resolve_all(
+    specs: &[TargetSpec],
+    cgroup_root: &CgroupRoot,
+) -> anyhow::Result<Vec<Target>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for spec in specs {
+        let target = target::resolve(spec, cgroup_root).await?;
+        if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
+            bail!(
+                "{} and {} are the same cgroup ({}): give it once",
+                twin.label,
+                target.label,
+                target.cgroup.v2.display()
+            );
+        }
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+fn check_one_rule_per_syscall(targets: &[Target], rules: &[RuleSpec]) -> Result<(), InjectError> {
+    for (i, rule) in rules.iter().enumerate() {
+        if rules[..i]
+            .iter()
+            .any(|earlier| earlier.syscall_nr == rule.syscall_nr)
+        {
+            return Err(InjectError::DuplicateRule {
+                syscall: rule.syscall.clone(),
+                target: targets.first().map(|t| t.label.clone()).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe_rules(rules: &[InstalledRule]) -> String {
+    rules
+        .iter()
+        .map(|installed| {
+            let rule = &installed.spec;
+            let mut text = format!(
+                "{} {} into {} via {}",
+                rule.syscall,
+                rule.fault.name(),
+                installed.target,
+                installed.engine
+            );
+            if rule.probability < 1.0 {
+                text.push_str(&format!(" p={}", rule.probability));
+            }
+            if let Some(nth) = rule.nth {
+                text.push_str(&format!(" nth={nth}"));
+            }
+            if let Some(count) = rule.count {
+                text.push_str(&format!(" count={count}"));
+            }
+            if let Some(prefix) = &rule.path_prefix {
+                text.push_str(&format!(" path-prefix={prefix}"));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn next_event(events: &mut Option<mpsc::Receiver<ContainerEvent>>) -> Option<ContainerEvent> {
+    match events {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows a container through restarts; returns why to stop once no target is left.
+async fn follow(
+    session: &Session,
+    cgroup_root: &CgroupRoot,
+    event: ContainerEvent,
+) -> anyhow::Result<Option<String>> {
+    let name = event.name;
+    match event.lifecycle {
+        Lifecycle::Started => {
+            let spec = TargetSpec::Container(name.clone());
+            match target::resolve(&spec, cgroup_root).await {
+                Ok(target) => {
+                    eprintln!(
+                        "syschaos: container {name} (re)started in cgroup {}: following it",
+                        target.cgroup_id
+                    );
+                    session.replace(&name, target)?;
+                }
+                Err(e) => {
+                    eprintln!("syschaos: container {name} started but cannot be followed: {e}")
+                }
+            }
+        }
+        Lifecycle::Died { exit_code } => {
+            let code = exit_code.unwrap_or_else(|| "?".to_owned());
+            eprintln!(
+                "syschaos: container {name} stopped (exit code {code}); waiting for it to restart"
+            );
+        }
+        Lifecycle::Destroyed => {
+            eprintln!("syschaos: container {name} was removed: dropped");
+            if session.deactivate(&name)? == 0 {
+                return Ok(Some("no target left".to_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn show(
+    output: &Output,
+    before: Option<&Snapshot>,
+    now: &Snapshot,
+    header: &str,
+) -> anyhow::Result<()> {
+    let report = live::interval_report(before, now);
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        Output::Quiet => {}
+        Output::Json => writeln!(stdout, "{}", serde_json::to_string(&report)?)?,
+        Output::Live { clear } => {
+            if *clear {
+                // Home the cursor and clear the screen, as top does.
+                write!(stdout, "\x1b[H\x1b[2J")?;
+            }
+            write!(stdout, "{}", live::render_text(&report, header))?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `chaos-user doctor`: what this kernel and host offer syschaos, and why not where they don't.
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    docker,
+    inject::engine::{ALL_ENGINES, Engine},
+    monitor::Monitor,
+    target::CgroupRoot,
+};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    kernel: String,
+    cgroup_v2_root: Result<String, String>,
+    monitor: Result<(), String>,
+    docker: Result<(), String>,
+    engines: Vec<EngineReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct EngineReport {
+    engine: Engine,
+    works: bool,
+    /// Why not, when it does not.
+    reason: Option<String>,
+    covers: String,
+}
+
+pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_default();
+    let cgroup_v2_root = CgroupRoot::discover()
+        .map(|root| root.v2.display().to_string())
+        .map_err(|e| e.to_string());
+    let docker = docker::ping().await.map_err(|e| e.to_string());
+    // Loaded (with injection) and started, exactly as attach/inject would.
+    let loaded = Monitor::load(true).and_then(|mut monitor| monitor.start().map(|()| monitor));
+    let (monitor, engines) = match loaded {
+        Ok(mut monitor) => {
+            let capabilities = monitor.capabilities();
+            let engines = ALL_ENGINES
+                .into_iter()
+                .map(|engine| {
+                    let works = capabilities.of(engine).clone();
+                    EngineReport {
+                        engine,
+                        works: works.is_ok(),
+                        reason: works.err(),
+                        covers: engine.coverage(),
+                    }
+                })
+                .collect();
+            (Ok(()), engines)
+        }
+        Err(e) => (Err(e.to_string()), Vec::new()),
+    };
+    let report = Report {
+        kernel,
+        cgroup_v2_root,
+        monitor,
+        docker,
+        engines,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn print_text(report: &Report) {
+    let status = |result: &Result<(), String>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(why) => format!("NO: {why}"),
+    };
+    println!("kernel          {}", report.kernel);
+    match &report.cgroup_v2_root {
+        Ok(root) => println!("cgroup v2       {root}"),
+        Err(why) => println!("cgroup v2       NO: {why}"),
+    }
+    println!("monitor         {}", status(&report.monitor));
+    println!("docker          {}", status(&report.docker));
+    println!();
+    println!("injection engines (auto picks the first that works and covers the syscall):");
+    for engine in &report.engines {
+        let state = match &engine.reason {
+            None => "works".to_owned(),
+            Some(why) => format!("unavailable: {why}"),
+        };
+        println!("  {:<12} {state}", engine.engine.name());
+        println!("  {:<12} covers: {}", "", engine.covers);
+    }
+    println!(
+        "  {:<12} not available yet (syscalls no in-kernel engine covers are refused)",
+        "ptrace"
+    );
+}

@@ -1,0 +1,59 @@
+//! Perturbator: rules, engines, and their installation in the kernel.
+pub mod engine;
+pub mod kernel;
+pub mod lock;
+mod paths;
+pub mod rule;
+
+use thiserror::Error;
+
+use self::engine::Engine;
+
+#[derive(Debug, Error)]
+pub enum InjectError {
+    #[error("unknown syscall `{0}` (names as in `man 2 syscalls`, e.g. openat)")]
+    UnknownSyscall(String),
+    #[error("unknown errno `{0}` (a name such as EACCES, or a number from 1 to 4095)")]
+    UnknownErrno(String),
+    #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]
+    UnknownSignal(String),
+    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal)")]
+    UnknownEngine(String),
+    #[error("bad rule `{rule}`: {why}")]
+    BadRule { rule: String, why: String },
+    #[error("probability {0} is outside (0, 1]")]
+    Probability(f64),
+    #[error("rule on {0}: nth and count start at 1")]
+    ZeroLimit(String),
+    #[error("rule on {0}: give either nth or count, not both")]
+    NthAndCount(String),
+    #[error("rule on {0}: {0} takes no path, so --path-prefix cannot apply")]
+    NoPathArgument(String),
+    #[error("path prefix `{0}` must be 1 to {1} bytes long")]
+    PathPrefixLength(String, usize),
+    #[error("two rules on {syscall} for {target}: one rule per syscall and target")]
+    DuplicateRule { syscall: String, target: String },
+    #[error("no engine can inject {syscall} errors on this kernel: {reasons}")]
+    NoEngine { syscall: String, reasons: String },
+    #[error("engine {engine} is not available on this kernel: {why}")]
+    EngineUnavailable { engine: Engine, why: String },
+    #[error("signal rules run on the signal engine, not {0}")]
+    SignalNeedsSignalEngine(Engine),
+    #[error("the signal engine sends signals: use --signal (or SYSCALL=SIGNAL) with it")]
+    SignalEngineNeedsSignal,
+    #[error(
+        "{target} is already being perturbed by chaos-user (pid {holder}): one injecting chaos-user per target"
+    )]
+    AlreadyPerturbed { target: String, holder: String },
+    #[error("cannot attach engine {engine} for {syscall}: {why}")]
+    Attach {
+        engine: Engine,
+        syscall: String,
+        why: String,
+    },
+    #[error("cannot take the injection lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+}

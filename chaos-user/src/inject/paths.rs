@@ -1,0 +1,27 @@
+//! Which argument of a syscall is the path a `--path-prefix` filter looks at. No maintained crate
+//! carries syscall argument types, so this is the short list of calls that take a path.
+pub fn path_argument(syscall: &str) -> Option<u32> {
+    Some(match syscall {
+        "open" | "creat" | "stat" | "lstat" | "access" | "unlink" | "mkdir" | "rmdir"
+        | "rename" | "execve" | "chdir" | "truncate" | "readlink" | "chmod" | "chown"
+        | "lchown" | "link" | "mknod" | "statfs" | "getxattr" | "lgetxattr" | "setxattr"
+        | "lsetxattr" | "listxattr" | "removexattr" | "utime" | "utimes" | "chroot" => 0,
+        "openat" | "openat2" | "newfstatat" | "statx" | "faccessat" | "faccessat2" | "unlinkat"
+        | "mkdirat" | "renameat" | "renameat2" | "execveat" | "readlinkat" | "fchmodat"
+        | "fchmodat2" | "fchownat" | "linkat" | "mknodat" | "utimensat" | "symlink" => 1,
+        "symlinkat" => 2,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_arguments() {
+        assert_eq!(path_argument("openat"), Some(1));
+        assert_eq!(path_argument("open"), Some(0));
+        assert_eq!(path_argument("getppid"), None);
+    }
+}
