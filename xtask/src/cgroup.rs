@@ -17,7 +17,9 @@ pub fn v2_root() -> anyhow::Result<PathBuf> {
         .find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             let mount_point = left.split(' ').nth(4)?;
-            right.starts_with("cgroup2 ").then(|| PathBuf::from(mount_point))
+            right
+                .starts_with("cgroup2 ")
+                .then(|| PathBuf::from(mount_point))
         })
         .context("no cgroup v2 hierarchy mounted")
 }

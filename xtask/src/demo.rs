@@ -51,14 +51,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     command.args(["loop", "--interval-ms", "100"]);
     cgroup.place(&mut command)?;
     let _workload = Workload(command.spawn()?);
-    let mut attach = vec!["attach".to_owned(), "--cgroup".to_owned(), cgroup.path.display().to_string()];
+    let mut attach = vec![
+        "attach".to_owned(),
+        "--cgroup".to_owned(),
+        cgroup.path.display().to_string(),
+    ];
 
     // And the same workload in a container, when a Docker daemon runs.
     let _container = if dockerd::is_running() {
         dockerd::build_scratch_image(DEMO_IMAGE, &workload)?;
-        let _ = Command::new("docker").args(["rm", "-f", DEMO_CONTAINER]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", DEMO_CONTAINER])
+            .output();
         build::run(Command::new("docker").args([
-            "run", "-d", "--name", DEMO_CONTAINER, "--network", "none", DEMO_IMAGE, "loop", "--interval-ms", "50",
+            "run",
+            "-d",
+            "--name",
+            DEMO_CONTAINER,
+            "--network",
+            "none",
+            DEMO_IMAGE,
+            "loop",
+            "--interval-ms",
+            "50",
         ]))?;
         attach.extend(["--container".to_owned(), DEMO_CONTAINER.to_owned()]);
         Some(DemoContainer)
@@ -67,17 +82,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         None
     };
 
-    attach.extend(["--duration".to_owned(), humantime::format_duration(args.duration).to_string()]);
+    attach.extend([
+        "--duration".to_owned(),
+        humantime::format_duration(args.duration).to_string(),
+    ]);
     println!("$ sudo {} {}", chaos_user.display(), attach.join(" "));
     std::thread::sleep(Duration::from_millis(500));
     build::run(Command::new(&chaos_user).args(&attach))?;
 
     println!();
-    println!("That was chaos-user watching a workload of its own, counting its system calls in the kernel.");
+    println!(
+        "That was chaos-user watching a workload of its own, counting its system calls in the kernel."
+    );
     println!("Next steps:");
-    println!("  - your own container:  sudo {} attach --container NAME", chaos_user.display());
-    println!("  - Prometheus metrics:  http://127.0.0.1:9464/metrics while attach runs (--metrics-addr to change)");
-    println!("  - JSON snapshots:      sudo {} attach --container NAME --json", chaos_user.display());
+    println!(
+        "  - your own container:  sudo {} attach --container NAME",
+        chaos_user.display()
+    );
+    println!(
+        "  - Prometheus metrics:  http://127.0.0.1:9464/metrics while attach runs (--metrics-addr to change)"
+    );
+    println!(
+        "  - JSON snapshots:      sudo {} attach --container NAME --json",
+        chaos_user.display()
+    );
     println!("  - the tests:           sudo ./run test");
     Ok(())
 }

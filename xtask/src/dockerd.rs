@@ -27,7 +27,8 @@ pub fn ensure_running() -> anyhow::Result<()> {
         return Ok(());
     }
     let log_path = workspace_root().join("target/dockerd.log");
-    let log = fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+    let log =
+        fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
     Command::new("dockerd")
         .args(["--bridge=none", "--iptables=false"])
         .stdout(log.try_clone()?)
@@ -39,7 +40,10 @@ pub fn ensure_running() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !is_running() {
         if Instant::now() > deadline {
-            bail!("dockerd did not answer within 60 s; see {}", log_path.display());
+            bail!(
+                "dockerd did not answer within 60 s; see {}",
+                log_path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -52,12 +56,16 @@ pub fn build_scratch_image(tag: &str, binary: &Path) -> anyhow::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .context("binary has no file name")?;
-    let context = workspace_root().join("target/images").join(tag.replace([':', '/'], "-"));
+    let context = workspace_root()
+        .join("target/images")
+        .join(tag.replace([':', '/'], "-"));
     fs::create_dir_all(&context)?;
     fs::copy(binary, context.join(name)).with_context(|| format!("copy {}", binary.display()))?;
     fs::write(
         context.join("Dockerfile"),
         format!("FROM scratch\nCOPY {name} /{name}\nENTRYPOINT [\"/{name}\"]\n"),
     )?;
-    run(Command::new("docker").args(["build", "-q", "-t", tag]).arg(&context))
+    run(Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(&context))
 }
