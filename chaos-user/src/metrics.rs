@@ -186,7 +186,10 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
             }
         }
     }
-    vec![calls, errors, durations, injections, cpu, memory, io]
+    // The text encoder refuses a family without samples (no rules, a target's cgroup gone).
+    let mut families = vec![calls, errors, durations, injections, cpu, memory, io];
+    families.retain(|family| !family.get_metric().is_empty());
+    families
 }
 
 fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {

@@ -18,10 +18,19 @@ impl Attach {
     /// Starts `chaos-user attach ARGS --quiet --metrics-addr 127.0.0.1:PORT` and waits until it
     /// says it is attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::run("attach", args)
+    }
+
+    /// The same with `chaos-user inject ARGS`.
+    pub fn inject(args: &[&str]) -> Self {
+        Self::run("inject", args)
+    }
+
+    fn run(subcommand: &str, args: &[&str]) -> Self {
         let metrics_port = crate::free_port();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut child = Command::new(chaos_user_bin())
-            .arg("attach")
+            .arg(subcommand)
             .args(args)
             .args(["--quiet", "--metrics-addr", &metrics_addr])
             .stdout(Stdio::null())

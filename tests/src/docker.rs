@@ -1,7 +1,7 @@
 //! Containers for the tests, removed when dropped.
 use std::process::{Command, Output};
 
-use crate::workload_image;
+use crate::{WorkloadReport, workload_image};
 
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -44,7 +44,18 @@ impl Container {
         ];
         args.extend_from_slice(workload_args);
         docker_ok(&args);
-        Self { name }
+        let container = Self { name };
+        container.wait_ready(1);
+        container
+    }
+
+    /// Waits until the workload has said `ready` `times` times (once per start).
+    fn wait_ready(&self, times: usize) {
+        crate::wait_for(
+            &format!("{} to be ready", self.name),
+            std::time::Duration::from_secs(30),
+            || (self.logs().matches(r#"{"ready":true}"#).count() >= times).then_some(()),
+        );
     }
 
     /// Created but never started.
@@ -63,15 +74,25 @@ impl Container {
         Self { name }
     }
 
-    /// Signals the workload to run one round, and waits until it reports round `round`.
-    pub fn trigger_round(&self, round: u64) {
+    /// Signals the workload to run one round, and returns its report once it has run.
+    /// `round` counts from 1 since the container (re)started.
+    pub fn trigger_round(&self, round: u64) -> WorkloadReport {
+        let before = self.reports(round).len();
         docker_ok(&["kill", "-s", "USR1", &self.name]);
-        let marker = format!("round={round} ");
         crate::wait_for(
             &format!("{} to finish round {round}", self.name),
-            std::time::Duration::from_secs(20),
-            || self.logs().contains(&marker).then_some(()),
-        );
+            std::time::Duration::from_secs(30),
+            || self.reports(round).into_iter().nth(before),
+        )
+    }
+
+    /// The reports of round `round` in the container's log, oldest first.
+    pub fn reports(&self, round: u64) -> Vec<WorkloadReport> {
+        self.logs()
+            .lines()
+            .filter_map(WorkloadReport::parse)
+            .filter(|report| report.round == round)
+            .collect()
     }
 
     pub fn logs(&self) -> String {
@@ -80,7 +101,9 @@ impl Container {
     }
 
     pub fn restart(&self) {
+        let starts = self.logs().matches(r#"{"ready":true}"#).count();
         docker_ok(&["restart", "-t", "2", &self.name]);
+        self.wait_ready(starts + 1);
     }
 
     pub fn pid(&self) -> u32 {

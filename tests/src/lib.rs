@@ -46,6 +46,56 @@ fn env_path(variable: &str, default_in_workspace: &str) -> PathBuf {
     path
 }
 
+/// One round's report of `chaos-workload` (see the top of its source for the format).
+#[derive(Debug, Clone)]
+pub struct WorkloadReport {
+    pub round: u64,
+    json: serde_json::Value,
+}
+
+/// What the calls of one kind returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOutcome {
+    pub calls: u64,
+    pub failed: u64,
+    /// errno -> failures
+    pub errnos: std::collections::BTreeMap<i32, u64>,
+    /// 1-based numbers of the calls that failed.
+    pub failed_at: Vec<u64>,
+}
+
+impl WorkloadReport {
+    pub fn parse(line: &str) -> Option<Self> {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        Some(Self {
+            round: json["round"].as_u64()?,
+            json,
+        })
+    }
+
+    /// Outcome of the calls of `kind` (getppid, open-missing, read, write, fsync, connect).
+    pub fn outcome(&self, kind: &str) -> CallOutcome {
+        let entry = &self.json["calls"][kind];
+        CallOutcome {
+            calls: entry["calls"].as_u64().unwrap_or(0),
+            failed: entry["failed"].as_u64().unwrap_or(0),
+            errnos: entry["errnos"]
+                .as_object()
+                .map(|errnos| {
+                    errnos
+                        .iter()
+                        .filter_map(|(errno, n)| Some((errno.parse().ok()?, n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            failed_at: entry["failed_at"]
+                .as_array()
+                .map(|list| list.iter().filter_map(serde_json::Value::as_u64).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -110,7 +160,7 @@ pub fn assert_no_programs_since(floor: u32) {
 }
 
 /// Program names as the kernel keeps them (truncated to 15 bytes).
-const OUR_PROGRAM_PREFIXES: &[&str] = &["monitor_sys"];
+const OUR_PROGRAM_PREFIXES: &[&str] = &["monitor_sys", "inject_", "lsm_", "sock_"];
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {

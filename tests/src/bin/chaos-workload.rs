@@ -1,70 +1,78 @@
-//! The project's own workload: makes an exact, known set of system calls, so tests can assert
-//! exact counts. Built static (musl) and shipped in `FROM scratch` images.
+//! The project's own workload: makes an exact, known set of system calls and reports, as one JSON
+//! line, what each call returned, so tests can assert exact counts and errnos. Built static (musl)
+//! and shipped in `FROM scratch` images and VM initramfs.
 //!
-//!   chaos-workload idle [--getppid N] [--open-missing M] [--path P]
-//!                                            a container's pid 1: blocks in pause() until SIGTERM/SIGINT;
-//!                                            each SIGUSR1 runs one round of `calls` with these options.
-//!                                            `docker kill -s USR1` triggers it without `docker exec`,
-//!                                            whose runc helper would add calls of its own to the cgroup.
-//!   chaos-workload calls [--getppid N] [--open-missing M] [--path P] [--connect C]
-//!                                            exactly N getppid() and M openat(P) that fail with ENOENT,
-//!                                            then C TCP connects to a loopback listener of its own
-//!   chaos-workload loop [--interval-ms MS]   a steady mix forever (the demo): getppid, failed openat,
-//!                                            write to /dev/null, nanosleep
+//!   chaos-workload calls [CALLS]    make the calls once, print the report, exit
+//!   chaos-workload idle [CALLS]     a container's pid 1: wait in pause() until SIGTERM/SIGINT; each
+//!                                   SIGUSR1 runs one round of CALLS. (`docker kill -s USR1` triggers
+//!                                   it without `docker exec`, whose runc helper would add calls of
+//!                                   its own to the container's cgroup.)
+//!   chaos-workload loop [--interval-ms MS]
+//!                                   a steady mix forever (the demo)
+//!
+//! CALLS, made in this order: --getppid N, --open-missing N (openat of --path, a missing file),
+//! --read N, --write N, --fsync N (on --file, created first), --connect N (TCP connects to a
+//! listener of its own on 127.0.0.1, inside its own network namespace).
+//!
+//! `idle` prints {"ready":true} once SIGUSR1 is handled. Report: {"round":1,"calls":{"getppid":{"calls":N,"failed":F,"errnos":{"13":F},"failed_at":[..]},..}}
+//! (`round` is 0 for `calls`; `failed_at` lists 1-based call numbers, the first 100 of them).
 use std::{
+    collections::BTreeMap,
     ffi::CString,
+    fmt::Write as _,
     process::ExitCode,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
-const DEFAULT_MISSING_PATH: &str = "/syschaos-missing-file";
+const KINDS: [&str; 6] = [
+    "getppid",
+    "open-missing",
+    "read",
+    "write",
+    "fsync",
+    "connect",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match Options::parse(args.get(1..).unwrap_or_default()) {
+        Ok(options) => options,
+        Err(e) => return usage(&e),
+    };
     match args.first().map(String::as_str) {
-        Some("idle") => match Options::parse(&args[1..]) {
-            Ok(options) => idle(&options),
-            Err(e) => usage(&e),
-        },
-        Some("calls") => match Options::parse(&args[1..]) {
-            Ok(options) => {
-                calls_and_report(&options, None);
-                ExitCode::SUCCESS
-            }
-            Err(e) => usage(&e),
-        },
-        Some("loop") => match Options::parse(&args[1..]) {
-            Ok(options) => run_loop(&options),
-            Err(e) => usage(&e),
-        },
-        _ => usage("expected a mode: idle, calls or loop"),
+        Some("calls") => {
+            println!("{}", run_round(&options, 0));
+            ExitCode::SUCCESS
+        }
+        Some("idle") => idle(&options),
+        Some("loop") => run_loop(&options),
+        _ => usage("expected a mode: calls, idle or loop"),
     }
 }
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload idle [calls options] | calls [--getppid N] [--open-missing M] [--path P] [--connect C] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }
 
 struct Options {
-    getppid: u64,
-    open_missing: u64,
-    connect: u64,
-    path: CString,
+    /// Calls of each kind, in `KINDS` order.
+    counts: [u64; KINDS.len()],
+    missing_path: CString,
+    data_file: CString,
     interval: Duration,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self, String> {
         let mut options = Options {
-            getppid: 0,
-            open_missing: 0,
-            connect: 0,
-            path: CString::new(DEFAULT_MISSING_PATH).expect("no NUL"),
+            counts: [0; KINDS.len()],
+            missing_path: CString::new("/syschaos-missing-file").expect("no NUL"),
+            data_file: CString::new("chaos-workload.data").expect("no NUL"),
             interval: Duration::from_millis(100),
         };
         let mut args = args.iter();
@@ -75,107 +83,194 @@ impl Options {
                     .parse::<u64>()
                     .map_err(|_| format!("{flag}: not a number: {value}"))
             };
+            let path = || CString::new(value.as_str()).map_err(|_| format!("{flag} has a NUL"));
             match flag.as_str() {
-                "--getppid" => options.getppid = number()?,
-                "--open-missing" => options.open_missing = number()?,
-                "--connect" => options.connect = number()?,
+                "--path" => options.missing_path = path()?,
+                "--file" => options.data_file = path()?,
                 "--interval-ms" => options.interval = Duration::from_millis(number()?),
-                "--path" => {
-                    options.path = CString::new(value.as_str()).map_err(|_| "--path has a NUL")?
+                other => {
+                    let kind = KINDS
+                        .iter()
+                        .position(|kind| other.strip_prefix("--") == Some(kind))
+                        .ok_or_else(|| format!("unknown option {flag}"))?;
+                    options.counts[kind] = number()?;
                 }
-                _ => return Err(format!("unknown option {flag}")),
             }
         }
         Ok(options)
     }
-}
 
-fn calls_and_report(options: &Options, round: Option<u64>) {
-    let enoent = calls(options);
-    let round = round.map(|r| format!("round={r} ")).unwrap_or_default();
-    let mut line = format!(
-        "chaos-workload: {round}getppid={} openat={} enoent={enoent}",
-        options.getppid, options.open_missing
-    );
-    if options.connect > 0 {
-        let (failed_at, errnos) = connects(options.connect);
-        let errnos: Vec<String> = errnos
+    fn count(&self, kind: &str) -> u64 {
+        KINDS
             .iter()
-            .map(|(errno, n)| format!("{errno}:{n}"))
-            .collect();
-        let failed_at: Vec<String> = failed_at.iter().map(u64::to_string).collect();
-        line.push_str(&format!(
-            " connect={} connect_failed={} connect_errnos={} connect_failed_at={}",
-            options.connect,
-            failed_at.len(),
-            errnos.join(","),
-            failed_at.join(",")
-        ));
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.counts[i])
     }
-    println!("{line}");
 }
 
-/// `n` TCP connects to a listener of our own on 127.0.0.1 (inside the process's own network
-/// namespace, so it works with `--network none`). Returns the 1-based indices of the connects
-/// that failed, and errno -> failures.
-fn connects(n: u64) -> (Vec<u64>, std::collections::BTreeMap<i32, u64>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
-    let addr = listener.local_addr().expect("listener address");
-    let mut failed_at = Vec::new();
-    let mut errnos = std::collections::BTreeMap::new();
-    for i in 1..=n {
-        match std::net::TcpStream::connect(addr) {
-            // Accept at once, so the backlog never fills up.
-            Ok(_stream) => drop(listener.accept()),
-            Err(e) => {
-                failed_at.push(i);
-                *errnos.entry(e.raw_os_error().unwrap_or(-1)).or_default() += 1;
+/// What the calls of one kind returned.
+#[derive(Default)]
+struct Tally {
+    calls: u64,
+    errnos: BTreeMap<i32, u64>,
+    failed_at: Vec<u64>,
+}
+
+impl Tally {
+    /// Records the outcome of call number `self.calls + 1`: `result < 0` is a failure with errno.
+    fn record(&mut self, result: i64) {
+        self.calls += 1;
+        if result < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            *self.errnos.entry(errno).or_default() += 1;
+            if self.failed_at.len() < 100 {
+                self.failed_at.push(self.calls);
             }
         }
     }
-    (failed_at, errnos)
-}
 
-/// Returns how many of the openat calls failed with ENOENT.
-fn calls(options: &Options) -> u64 {
-    for _ in 0..options.getppid {
-        // SAFETY: getppid has no arguments and cannot fail.
-        unsafe { libc::getppid() };
-    }
-    let mut enoent = 0;
-    for _ in 0..options.open_missing {
-        // SAFETY: a valid NUL-terminated path; a returned fd is closed at once.
-        let fd = unsafe { libc::openat(libc::AT_FDCWD, options.path.as_ptr(), libc::O_RDONLY) };
-        if fd >= 0 {
-            unsafe { libc::close(fd) };
-        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
-            enoent += 1;
+    fn record_io(&mut self, result: std::io::Result<()>) {
+        self.calls += 1;
+        if let Err(e) = result {
+            *self
+                .errnos
+                .entry(e.raw_os_error().unwrap_or(-1))
+                .or_default() += 1;
+            if self.failed_at.len() < 100 {
+                self.failed_at.push(self.calls);
+            }
         }
     }
-    enoent
+
+    fn json(&self) -> String {
+        let errnos: Vec<String> = self
+            .errnos
+            .iter()
+            .map(|(e, n)| format!("\"{e}\":{n}"))
+            .collect();
+        let failed_at: Vec<String> = self.failed_at.iter().map(u64::to_string).collect();
+        format!(
+            "{{\"calls\":{},\"failed\":{},\"errnos\":{{{}}},\"failed_at\":[{}]}}",
+            self.calls,
+            self.errnos.values().sum::<u64>(),
+            errnos.join(","),
+            failed_at.join(",")
+        )
+    }
+}
+
+/// Makes one round of calls and returns the JSON report.
+fn run_round(options: &Options, round: u64) -> String {
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    for _ in 0..options.count("getppid") {
+        // SAFETY: no arguments; an injected fault shows as -1 with errno.
+        let result = unsafe { libc::syscall(libc::SYS_getppid) };
+        tallies.entry("getppid").or_default().record(result);
+    }
+    for _ in 0..options.count("open-missing") {
+        // SAFETY: a valid NUL-terminated path; a returned fd is closed at once.
+        let fd = unsafe {
+            libc::openat(
+                libc::AT_FDCWD,
+                options.missing_path.as_ptr(),
+                libc::O_RDONLY,
+            )
+        };
+        tallies.entry("open-missing").or_default().record(fd.into());
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+        }
+    }
+    file_calls(options, &mut tallies);
+    if options.count("connect") > 0 {
+        connects(
+            options.count("connect"),
+            tallies.entry("connect").or_default(),
+        );
+    }
+    let mut json = format!("{{\"round\":{round},\"calls\":{{");
+    for (i, (kind, tally)) in tallies.iter().enumerate() {
+        let comma = if i > 0 { "," } else { "" };
+        let _ = write!(json, "{comma}\"{kind}\":{}", tally.json());
+    }
+    json.push_str("}}");
+    json
+}
+
+/// read, write and fsync on the data file (created and sized first; its own open is not tallied).
+fn file_calls(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let wanted = ["read", "write", "fsync"].map(|kind| options.count(kind));
+    if wanted.iter().all(|&n| n == 0) {
+        return;
+    }
+    // SAFETY: valid path; the fd is closed below.
+    let fd = unsafe {
+        libc::open(
+            options.data_file.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        // Report it as a failure of every call that could not be made.
+        for (kind, n) in ["read", "write", "fsync"].into_iter().zip(wanted) {
+            for _ in 0..n {
+                tallies.entry(kind).or_default().record(-1);
+            }
+        }
+        return;
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: fd is open; buffers are valid for one byte.
+    unsafe {
+        libc::ftruncate(fd, 1);
+        for _ in 0..wanted[0] {
+            libc::lseek(fd, 0, libc::SEEK_SET);
+            let result = libc::read(fd, byte.as_mut_ptr().cast(), 1);
+            tallies.entry("read").or_default().record(result as i64);
+        }
+        for _ in 0..wanted[1] {
+            let result = libc::write(fd, b"x".as_ptr().cast(), 1);
+            tallies.entry("write").or_default().record(result as i64);
+        }
+        for _ in 0..wanted[2] {
+            let result = libc::fsync(fd);
+            tallies.entry("fsync").or_default().record(result.into());
+        }
+        libc::close(fd);
+    }
+}
+
+/// TCP connects to a listener of our own on 127.0.0.1 (works with `--network none`).
+fn connects(n: u64, tally: &mut Tally) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let addr = listener.local_addr().expect("listener address");
+    for _ in 0..n {
+        let result = std::net::TcpStream::connect(addr).map(|_stream| {
+            // Accept at once, so the backlog never fills up.
+            drop(listener.accept());
+        });
+        tally.record_io(result);
+    }
 }
 
 fn run_loop(options: &Options) -> ExitCode {
     install_exit_on_signal();
-    let per_round = Options {
-        getppid: options.getppid.max(20),
-        open_missing: options.open_missing.max(5),
-        connect: 0,
-        path: options.path.clone(),
-        interval: options.interval,
-    };
+    let mut round = Options::parse(&[]).expect("defaults parse");
+    round.counts[0] = 20; // getppid
+    round.counts[1] = 5; // open-missing
     let devnull = CString::new("/dev/null").expect("no NUL");
-    // SAFETY: valid path; -1 (e.g. no /dev/null in a scratch image) just skips the writes.
+    // SAFETY: valid path; -1 (no /dev/null in a scratch image) just skips the writes.
     let sink = unsafe { libc::open(devnull.as_ptr(), libc::O_WRONLY) };
     loop {
-        calls(&per_round);
+        run_round(&round, 0);
         if sink >= 0 {
             for _ in 0..10 {
                 // SAFETY: writes 5 bytes from a static buffer.
                 unsafe { libc::write(sink, b"chaos".as_ptr().cast(), 5) };
             }
         }
-        std::thread::sleep(per_round.interval);
+        std::thread::sleep(options.interval);
     }
 }
 
@@ -193,13 +288,15 @@ fn idle(options: &Options) -> ExitCode {
             request_round as *const () as libc::sighandler_t,
         )
     };
+    // As pid 1, a SIGUSR1 that came before the handler was lost: say when it is safe to send.
+    println!("{{\"ready\":true}}");
     let mut rounds_done = 0;
     loop {
         // SAFETY: pause only returns when a signal handler ran.
         unsafe { libc::pause() };
         while rounds_done < ROUNDS_REQUESTED.load(Ordering::SeqCst) {
             rounds_done += 1;
-            calls_and_report(options, Some(rounds_done));
+            println!("{}", run_round(options, rounds_done));
         }
     }
 }

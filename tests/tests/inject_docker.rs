@@ -1,0 +1,394 @@
+//! The Perturbator on this host's kernel against real Docker containers: the cgroup-sock and
+//! signal engines (kprobe and LSM are tested in the VM kernels, `cargo xtask vm-test`).
+use std::time::Duration;
+
+use tests::{
+    CallOutcome, assert_no_programs_since,
+    attach::{Attach, run_chaos_user},
+    docker::{Container, docker},
+    newest_program_id, wait_for,
+};
+
+const ECONNREFUSED: i32 = libc::ECONNREFUSED;
+const EHOSTUNREACH: i32 = libc::EHOSTUNREACH;
+
+fn injections(
+    attach: &Attach,
+    target: &str,
+    syscall: &str,
+    errno: &str,
+    engine: &str,
+) -> Option<f64> {
+    attach.metrics().value(
+        "syschaos_injections_total",
+        &[
+            ("target", target),
+            ("syscall", syscall),
+            ("errno", errno),
+            ("engine", engine),
+        ],
+    )
+}
+
+fn failures(errno: i32, count: u64, failed_at: Vec<u64>, calls: u64) -> CallOutcome {
+    CallOutcome {
+        calls,
+        failed: count,
+        errnos: [(errno, count)].into_iter().collect(),
+        failed_at,
+    }
+}
+
+fn clean(calls: u64) -> CallOutcome {
+    CallOutcome {
+        calls,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn connect_fails_with_the_asked_errno_in_the_target_only() {
+    let web = Container::start("inj-web", &["--connect", "20"]);
+    let neighbour = Container::start("inj-neighbour", &["--connect", "20"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+    ]);
+    assert!(
+        attach.stderr().contains("via cgroup-sock"),
+        "{}",
+        attach.stderr()
+    );
+
+    let report = web.trigger_round(1);
+    assert_eq!(
+        report.outcome("connect"),
+        failures(ECONNREFUSED, 20, (1..=20).collect(), 20)
+    );
+    assert_eq!(neighbour.trigger_round(1).outcome("connect"), clean(20));
+    assert_eq!(
+        injections(&attach, &web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
+        Some(20.0)
+    );
+    // The monitor sees the failures the workload saw.
+    let errors = attach.metrics().value(
+        "syschaos_syscall_errors_total",
+        &[
+            ("target", &web.name),
+            ("syscall", "connect"),
+            ("errno", "ECONNREFUSED"),
+        ],
+    );
+    assert_eq!(errors, Some(20.0));
+}
+
+#[test]
+fn half_probability_stays_within_statistical_bounds() {
+    let web = Container::start("inj-half", &["--connect", "400"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "connect=EHOSTUNREACH,probability=0.5",
+    ]);
+    let outcome = web.trigger_round(1).outcome("connect");
+    // Binomial(400, 0.5): mean 200, standard deviation 10; 6 sigma either side.
+    assert!(
+        (140..=260).contains(&outcome.failed),
+        "{} of 400 failed",
+        outcome.failed
+    );
+    assert_eq!(
+        outcome.errnos.keys().copied().collect::<Vec<_>>(),
+        [EHOSTUNREACH]
+    );
+    let injected = injections(&attach, &web.name, "connect", "EHOSTUNREACH", "cgroup-sock");
+    assert_eq!(injected, Some(outcome.failed as f64));
+}
+
+#[test]
+fn count_and_nth_are_exact() {
+    let web = Container::start("inj-count", &["--connect", "10"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(
+        web.trigger_round(1).outcome("connect"),
+        failures(ECONNREFUSED, 3, vec![1, 2, 3], 10)
+    );
+    // The budget is spent: later calls go through.
+    assert_eq!(web.trigger_round(2).outcome("connect"), clean(10));
+    drop(attach);
+
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "connect=ECONNREFUSED,nth=4",
+    ]);
+    assert_eq!(
+        web.trigger_round(3).outcome("connect"),
+        failures(ECONNREFUSED, 1, vec![4], 10)
+    );
+    assert_eq!(web.trigger_round(4).outcome("connect"), clean(10));
+    drop(attach);
+}
+
+#[test]
+fn a_signal_rule_kills_the_process_at_its_nth_call() {
+    let web = Container::start("inj-kill", &["--getppid", "10"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--signal",
+        "SIGKILL",
+        "--nth",
+        "5",
+    ]);
+    docker(&["kill", "-s", "USR1", &web.name]);
+    let exit_code = wait_for("the workload to be killed", Duration::from_secs(20), || {
+        let output = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            &web.name,
+        ]);
+        let state = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        state.strip_prefix("exited ").map(str::to_owned)
+    });
+    assert_eq!(exit_code, "137"); // 128 + SIGKILL
+    let scrape = attach.metrics();
+    // The 5th call completes in the kernel; the signal is delivered as it returns.
+    assert_eq!(
+        scrape.value(
+            "syschaos_syscalls_total",
+            &[("target", &web.name), ("syscall", "getppid")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "SIGKILL", "signal"),
+        Some(1.0)
+    );
+    assert!(
+        web.reports(1).is_empty(),
+        "the round must not have finished"
+    );
+}
+
+#[test]
+fn rules_expire_in_the_kernel() {
+    let web = Container::start("inj-expire", &["--connect", "5"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "connect=ECONNREFUSED,duration=2s",
+    ]);
+    assert_eq!(web.trigger_round(1).outcome("connect").failed, 5);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(web.trigger_round(2).outcome("connect"), clean(5));
+    assert!(
+        attach.stderr().contains("injecting"),
+        "chaos-user is still running"
+    );
+}
+
+#[test]
+fn kill_9_of_chaos_user_stops_every_injection() {
+    let web = Container::start("inj-kill9", &["--connect", "5"]);
+    let floor = newest_program_id();
+    let mut attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+    ]);
+    assert_eq!(web.trigger_round(1).outcome("connect").failed, 5);
+    attach.signal(libc::SIGKILL);
+    attach.wait_exit(Duration::from_secs(10));
+    assert_no_programs_since(floor);
+    assert_eq!(web.trigger_round(2).outcome("connect"), clean(5));
+}
+
+#[test]
+fn a_second_injector_on_the_same_target_is_refused_and_a_monitor_coexists() {
+    let web = Container::start("inj-second", &["--connect", "4"]);
+    let first = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+    ]);
+    let (status, stderr) = run_chaos_user(
+        &[
+            "inject",
+            "--container",
+            &web.name,
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--no-metrics",
+            "--quiet",
+        ],
+        |_| {},
+    );
+    assert!(!status.success());
+    let expected = format!(
+        "{} is already being perturbed by chaos-user (pid {})",
+        web.name,
+        first.pid()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let monitor = Attach::start(&["--container", &web.name]);
+    assert_eq!(web.trigger_round(1).outcome("connect").failed, 4);
+    let errors = monitor.metrics().value(
+        "syschaos_syscall_errors_total",
+        &[
+            ("target", &web.name),
+            ("syscall", "connect"),
+            ("errno", "ECONNREFUSED"),
+        ],
+    );
+    assert_eq!(errors, Some(4.0));
+}
+
+#[test]
+fn attach_can_inject_too() {
+    let web = Container::start("inj-attach", &["--connect", "6"]);
+    let attach = Attach::start(&[
+        "--container",
+        &web.name,
+        "--inject",
+        "connect=ECONNREFUSED,count=2",
+    ]);
+    assert_eq!(
+        web.trigger_round(1).outcome("connect"),
+        failures(ECONNREFUSED, 2, vec![1, 2], 6)
+    );
+    assert_eq!(
+        injections(&attach, &web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
+        Some(2.0)
+    );
+}
+
+/// `chaos-user inject ARGS` must fail with one error line containing `expected`, leaving nothing.
+fn refused(args: &[&str], expected: &str) {
+    let floor = newest_program_id();
+    let mut full = vec!["inject", "--quiet", "--no-metrics", "--duration", "5s"];
+    full.extend_from_slice(args);
+    let (status, stderr) = run_chaos_user(&full, |_| {});
+    assert!(!status.success(), "chaos-user {full:?} succeeded");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("chaos-user: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        errors[0].contains(expected),
+        "expected `{expected}` in: {stderr}"
+    );
+    assert_no_programs_since(floor);
+}
+
+#[test]
+fn bad_rules_are_refused_before_anything_is_attached() {
+    let web = Container::start("inj-bad", &[]);
+    let target = ["--container", web.name.as_str()];
+    let with = |rule: &[&'static str]| [&target[..], rule].concat();
+    refused(
+        &with(&["--syscall", "opnat", "--errno", "EACCES"]),
+        "unknown syscall `opnat`",
+    );
+    refused(
+        &with(&["--syscall", "openat", "--errno", "EACESS"]),
+        "unknown errno `EACESS`",
+    );
+    refused(
+        &with(&["--syscall", "openat", "--signal", "SIGNOPE"]),
+        "unknown signal `SIGNOPE`",
+    );
+    refused(
+        &with(&[
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--probability",
+            "0",
+        ]),
+        "probability 0 is outside (0, 1]",
+    );
+    refused(
+        &with(&[
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+            "--probability",
+            "1.5",
+        ]),
+        "probability 1.5 is outside (0, 1]",
+    );
+    refused(
+        &with(&[
+            "--syscall",
+            "getppid",
+            "--errno",
+            "EPERM",
+            "--path-prefix",
+            "/data",
+        ]),
+        "getppid takes no path",
+    );
+    refused(
+        &with(&[
+            "--syscall",
+            "openat",
+            "--errno",
+            "EACCES",
+            "--engine",
+            "cgroup-sock",
+        ]),
+        "no engine can inject openat errors on this kernel: cgroup-sock: covers only connect, bind, sendto, sendmsg, socket",
+    );
+    // No in-kernel engine covers fsync on this host kernel (no kprobes, no BPF LSM).
+    refused(
+        &with(&["--syscall", "fsync", "--errno", "EIO"]),
+        "no engine can inject fsync errors on this kernel: kprobe:",
+    );
+    refused(
+        &with(&["--rule", "connect=EPERM", "--rule", "connect=EACCES"]),
+        "two rules on connect",
+    );
+    refused(
+        &[
+            "--container",
+            "syschaos-no-such-container",
+            "--syscall",
+            "connect",
+            "--errno",
+            "EPERM",
+        ],
+        "no container named",
+    );
+}
