@@ -18,6 +18,17 @@ pub const MAP_INJECT_RULES: &str = "INJECT_RULES";
 /// Per-CPU array: rule index -> injections made.
 pub const MAP_INJECTIONS: &str = "INJECTIONS";
 
+/// Ring buffer of [`TraceEvent`]s for `chaos-user trace`.
+pub const MAP_TRACE_EVENTS: &str = "TRACE_EVENTS";
+/// Array indexed by syscall number: [`TraceSpec`], which calls to trace and how to decode them.
+pub const MAP_TRACE_SYSCALLS: &str = "TRACE_SYSCALLS";
+/// Per-CPU array indexed by slot: trace events lost because user space fell behind.
+pub const MAP_TRACE_DROPS: &str = "TRACE_DROPS";
+/// Per-CPU `(slot, status code)` -> HTTP responses.
+pub const MAP_HTTP_RESPONSES: &str = "HTTP_RESPONSES";
+/// Per-CPU slot -> [`HttpLatency`].
+pub const MAP_HTTP_LATENCY: &str = "HTTP_LATENCY";
+
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
@@ -26,6 +37,14 @@ pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
 pub const PROG_INJECT_KPROBE: &str = "inject_kprobe";
 
 pub const MAX_TARGETS: u32 = 1024;
+/// Syscall numbers below this can be traced.
+pub const MAX_SYSCALLS: u32 = 1024;
+pub const TRACE_RING_BYTES: u32 = 4 << 20;
+pub const TRACE_PATH_MAX: usize = 128;
+/// Enough for a `sockaddr_un` (110 bytes).
+pub const TRACE_ADDR_MAX: usize = 112;
+/// `TraceSpec::path_arg` / `addr_arg` when the call has none.
+pub const NO_ARG: u8 = 0xff;
 pub const MAX_RULES: u32 = 4096;
 /// Longest path prefix a rule can filter on.
 pub const PATH_PREFIX_MAX: usize = 64;
@@ -94,6 +113,66 @@ pub struct InflightCall {
     pub pending_errno: u32,
     /// `ENGINE_*` that must carry it out.
     pub pending_engine: u32,
+    /// Set when a fault was injected into this call (marks its trace event).
+    pub injected: u32,
+    pub _pad: u32,
+    /// The call's arguments, saved at entry when tracing or HTTP counting needs them.
+    pub args: [u64; 6],
+}
+
+/// Value of [`MAP_TRACE_SYSCALLS`]: whether to trace a syscall, and which of its arguments is
+/// a path or a socket address to copy into the event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceSpec {
+    pub traced: u8,
+    pub path_arg: u8,
+    pub addr_arg: u8,
+    pub _pad: u8,
+}
+
+/// One traced call, as the kernel hands it to user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    /// `bpf_ktime_get_ns()` at entry.
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    pub pid_tgid: u64,
+    pub args: [u64; 6],
+    pub ret: i64,
+    pub slot: u32,
+    pub syscall: u32,
+    pub injected: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+    pub path: [u8; TRACE_PATH_MAX],
+    pub addr: [u8; TRACE_ADDR_MAX],
+}
+
+/// Key of [`MAP_HTTP_RESPONSES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HttpKey {
+    pub slot: u32,
+    pub code: u32,
+}
+
+/// Value of [`MAP_HTTP_LATENCY`]: request seen -> response seen, same histogram as syscalls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLatency {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+impl HttpLatency {
+    pub const ZERO: Self = Self {
+        count: 0,
+        sum_ns: 0,
+        hist: [0; HIST_BUCKETS],
+    };
 }
 
 /// How a rule's fault is carried out in the kernel.
@@ -183,7 +262,13 @@ pub const fn bucket_upper_ns(i: usize) -> u64 {
 const _: () = assert!(core::mem::size_of::<StatsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 8 * (3 + HIST_BUCKETS));
 const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
-const _: () = assert!(core::mem::size_of::<InflightCall>() == 32);
+const _: () = assert!(core::mem::size_of::<InflightCall>() == 40 + 48);
+const _: () = assert!(core::mem::size_of::<TraceSpec>() == 4);
+const _: () = assert!(
+    core::mem::size_of::<TraceEvent>() == 24 + 48 + 8 + 16 + 16 + TRACE_PATH_MAX + TRACE_ADDR_MAX
+);
+const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
+const _: () = assert!(core::mem::size_of::<HttpLatency>() == 16 + 8 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 6 + 8 + PATH_PREFIX_MAX);
 
@@ -196,6 +281,10 @@ mod pod {
     unsafe impl aya::Pod for super::InflightCall {}
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::InjectRule {}
+    unsafe impl aya::Pod for super::TraceSpec {}
+    unsafe impl aya::Pod for super::TraceEvent {}
+    unsafe impl aya::Pod for super::HttpKey {}
+    unsafe impl aya::Pod for super::HttpLatency {}
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
     if rule.engine == ENGINE_SIGNAL {
         if grant(rule) {
             unsafe { bpf_send_signal_thread(rule.errno_or_signal) };
+            call.injected = 1;
         }
         return;
     }
@@ -95,7 +96,11 @@ pub fn take_pending(engine: u32) -> Option<u32> {
         _pad: 0,
     };
     let rule = INJECT_RULES.get_ptr_mut(&key)?;
-    grant(unsafe { &mut *rule }).then_some(errno)
+    if !grant(unsafe { &mut *rule }) {
+        return None;
+    }
+    call.injected = 1;
+    Some(errno)
 }
 
 /// Takes one injection from the rule's budget and counts it; false once `max_count` is spent.

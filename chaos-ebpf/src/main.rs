@@ -5,11 +5,13 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod http;
 mod inject;
 mod inject_cgroup_sock;
 mod inject_kprobe;
 mod inject_lsm;
 mod monitor;
+mod trace;
 
 #[cfg(not(test))]
 #[panic_handler]

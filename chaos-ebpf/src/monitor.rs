@@ -7,9 +7,12 @@
 //! Cost for threads that are not targets: one cgroup-id read and one hash miss at entry, one hash
 //! miss at exit. Targets pay one more lookup on each side and a per-CPU stats update at exit.
 
-use crate::inject;
+use crate::{http, inject, trace};
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
     macros::{map, raw_tracepoint},
     maps::{HashMap, LruHashMap, PerCpuHashMap},
     programs::RawTracePointContext,
@@ -55,32 +58,34 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let syscall = syscall as u32;
-    if is_never_returning(syscall) {
-        with_stats(StatsKey { slot, syscall }, |stats| stats.calls += 1);
-        if inject::enabled() {
-            // A signal rule on exit_group still fires; an errno rule cannot apply to it.
-            let mut call = InflightCall {
-                start_ns: 0,
-                cgroup_id,
-                syscall,
-                slot,
-                pending_errno: 0,
-                pending_engine: 0,
-            };
-            inject::decide(&ctx, &mut call);
-        }
-        return 0;
-    }
     let mut call = InflightCall {
-        start_ns: unsafe { bpf_ktime_get_ns() },
+        start_ns: 0,
         cgroup_id,
         syscall,
         slot,
         pending_errno: 0,
         pending_engine: 0,
+        injected: 0,
+        _pad: 0,
+        args: [0; 6],
     };
+    if is_never_returning(syscall) {
+        with_stats(StatsKey { slot, syscall }, |stats| stats.calls += 1);
+        if inject::enabled() {
+            // A signal rule on exit_group still fires; an errno rule cannot apply to it.
+            inject::decide(&ctx, &mut call);
+        }
+        return 0;
+    }
+    if trace::enabled() || http::wants_args(syscall) {
+        call.args = syscall_args(&ctx);
+    }
+    call.start_ns = unsafe { bpf_ktime_get_ns() };
     if inject::enabled() {
         inject::decide(&ctx, &mut call);
+    }
+    if http::enabled() {
+        http::on_enter(&call);
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     // Overwrite in place when the thread already has an entry: cheaper than a hash insert.
@@ -114,6 +119,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         slot: call.slot,
         syscall: call.syscall,
     };
+    let failed = (-MAX_ERRNO..0).contains(&ret);
     with_stats(key, |stats| {
         stats.calls += 1;
         stats.latency_sum_ns += elapsed;
@@ -121,11 +127,11 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         if let Some(count) = stats.latency_hist.get_mut(bucket) {
             *count += 1;
         }
-        if (-MAX_ERRNO..0).contains(&ret) {
+        if failed {
             stats.errors += 1;
         }
     });
-    if (-MAX_ERRNO..0).contains(&ret) {
+    if failed {
         count_error(ErrorKey {
             slot: call.slot,
             syscall: call.syscall,
@@ -133,7 +139,28 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
             _pad: 0,
         });
     }
+    if http::enabled() {
+        http::on_exit(&call, ret);
+    }
+    if trace::enabled() {
+        trace::emit(&call, ret, elapsed);
+    }
     0
+}
+
+/// The six syscall arguments from the user registers saved at entry (x86_64: rdi, rsi, rdx, r10,
+/// r8, r9), read in one go: r10..rdi are contiguous in `struct pt_regs`.
+#[inline(always)]
+fn syscall_args(ctx: &RawTracePointContext) -> [u64; 6] {
+    let regs: *const u8 = ctx.arg(0);
+    // r10, r9, r8, rax, rcx, rdx, rsi, rdi
+    let window: [u64; 8] = match unsafe { bpf_probe_read_kernel(regs.add(56) as *const [u64; 8]) } {
+        Ok(window) => window,
+        Err(_) => return [0; 6],
+    };
+    [
+        window[7], window[6], window[5], window[0], window[2], window[1],
+    ]
 }
 
 #[inline(always)]
@@ -161,7 +188,7 @@ fn count_error(key: ErrorKey) {
 /// This CPU's value of `key`, inserted as `zero` if absent. BPF_NOEXIST: when another CPU
 /// created the entry first, the insert fails harmlessly and the second lookup finds theirs.
 #[inline(always)]
-fn get_or_zero<K, V>(map: &PerCpuHashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
+pub(crate) fn get_or_zero<K, V>(map: &PerCpuHashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
     if let Some(value) = map.get_ptr_mut(key) {
         return Some(value);
     }

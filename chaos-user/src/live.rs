@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     resources::ResourceUsage,
-    snapshot::{self, InjectionSnapshot, Snapshot, SyscallRate},
+    snapshot::{self, InjectionSnapshot, Snapshot, SyscallRate, TargetSnapshot},
 };
 
 /// Rows shown per target in the terminal view; JSON carries them all.
@@ -26,6 +26,52 @@ pub struct TargetReport {
     pub resources: ResourceUsage,
     pub syscalls: Vec<SyscallRate>,
     pub injections: Vec<InjectionSnapshot>,
+    pub http: Option<HttpRate>,
+}
+
+/// A target's HTTP responses over the interval.
+#[derive(Debug, Serialize)]
+pub struct HttpRate {
+    pub responses_total: u64,
+    pub responses_per_sec: f64,
+    /// status code -> responses in the interval
+    pub codes: BTreeMap<u32, u64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+fn http_rate(
+    before: Option<&TargetSnapshot>,
+    now: &TargetSnapshot,
+    seconds: f64,
+) -> Option<HttpRate> {
+    let http = now.http.as_ref()?;
+    let previous = before.and_then(|b| b.http.as_ref());
+    let codes: BTreeMap<u32, u64> = http
+        .responses
+        .iter()
+        .map(|(code, count)| {
+            let old = previous
+                .and_then(|p| p.responses.get(code))
+                .copied()
+                .unwrap_or(0);
+            (*code, count - old)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    let mut hist = http.latency_hist;
+    if let Some(previous) = previous {
+        for (bucket, old) in hist.iter_mut().zip(previous.latency_hist) {
+            *bucket -= old;
+        }
+    }
+    Some(HttpRate {
+        responses_total: http.responses.values().sum(),
+        responses_per_sec: codes.values().sum::<u64>() as f64 / seconds.max(1e-3),
+        codes,
+        p50_ms: snapshot::percentile_ns(&hist, 0.50).map(|ns| ns / 1e6),
+        p99_ms: snapshot::percentile_ns(&hist, 0.99).map(|ns| ns / 1e6),
+    })
 }
 
 pub fn interval_report(before: Option<&Snapshot>, now: &Snapshot) -> IntervalReport {
@@ -50,6 +96,11 @@ pub fn interval_report(before: Option<&Snapshot>, now: &Snapshot) -> IntervalRep
                     seconds,
                 ),
                 injections: target.injections.clone(),
+                http: http_rate(
+                    previous.get(target.target.as_str()).copied(),
+                    target,
+                    seconds,
+                ),
             })
             .collect(),
     }

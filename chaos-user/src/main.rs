@@ -1,6 +1,7 @@
 //! `chaos-user`: observe and perturb containers at the system-call level, from outside, with eBPF.
 mod commands;
 mod docker;
+mod http;
 mod inject;
 mod live;
 mod metrics;

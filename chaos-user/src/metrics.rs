@@ -132,8 +132,32 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
         "Faults injected, by rule: syscall, errno (or signal) and engine.",
         MetricType::COUNTER,
     );
+    let mut http_responses = family(
+        "syschaos_http_responses_total",
+        "HTTP/1.x responses the target sent, by status code.",
+        MetricType::COUNTER,
+    );
+    let mut http_durations = family(
+        "syschaos_http_response_duration_seconds",
+        "From a request read to the response written on the same connection.",
+        MetricType::HISTOGRAM,
+    );
     for target in &snapshot.targets {
         let label = target.target.as_str();
+        if let Some(http) = &target.http {
+            for (code, count) in &http.responses {
+                let code = code.to_string();
+                let labels = [("target", label), ("code", code.as_str())];
+                http_responses
+                    .mut_metric()
+                    .push(counter(&labels, *count as f64));
+            }
+            http_durations.mut_metric().push(histogram(
+                &[("target", label)],
+                &http.latency_hist,
+                http.latency_sum_ns,
+            ));
+        }
         for injection in &target.injections {
             let labels = [
                 ("target", label),
@@ -187,7 +211,17 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
         }
     }
     // The text encoder refuses a family without samples (no rules, a target's cgroup gone).
-    let mut families = vec![calls, errors, durations, injections, cpu, memory, io];
+    let mut families = vec![
+        calls,
+        errors,
+        durations,
+        injections,
+        http_responses,
+        http_durations,
+        cpu,
+        memory,
+        io,
+    ];
     families.retain(|family| !family.get_metric().is_empty());
     families
 }

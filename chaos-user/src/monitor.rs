@@ -46,6 +46,8 @@ pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    /// Present when loaded with HTTP counting on.
+    http: Option<crate::http::HttpMaps>,
     /// Present when loaded with injection on (see `inject::kernel`).
     pub(crate) injection: Option<crate::inject::kernel::InjectionMaps>,
     // Owns the programs and their links; declared last so the maps above are closed first.
@@ -58,22 +60,42 @@ pub struct Counters {
     pub stats: BTreeMap<StatsKey, SyscallStats>,
     /// (slot, syscall, errno) -> failures
     pub errors: BTreeMap<(u32, u32, u32), u64>,
+    pub http: crate::http::HttpCounters,
 }
 
 impl Monitor {
     /// Loads the monitor's programs into the kernel; nothing is attached until [`Monitor::start`].
     /// With `inject`, the syscall-entry program also takes injection decisions (rules are added
-    /// with `install_rule`).
+    /// with `install_rule`). HTTP responses are counted too.
     pub fn load(inject: bool) -> Result<Self, MonitorError> {
+        Self::load_with(&LoadOptions {
+            inject,
+            http: true,
+            trace: None,
+        })
+    }
+
+    pub fn load_with(options: &LoadOptions) -> Result<Self, MonitorError> {
         privileges::check()?;
         raise_memlock_limit();
         let exit_nr = syscalls::Sysno::exit.id() as u32;
         let exit_group_nr = syscalls::Sysno::exit_group.id() as u32;
-        let inject_enabled = u8::from(inject);
+        let inject_enabled = u8::from(options.inject);
+        let http_enabled = u8::from(options.http);
+        let trace_enabled = u8::from(options.trace.is_some());
+        let trace = options.trace.unwrap_or_default();
+        let failed_only = u8::from(trace.failed_only);
+        let sample = trace.sample.max(1);
+        let http_syscalls = http_syscall_numbers();
         let mut ebpf = EbpfLoader::new()
             .override_global("SYS_EXIT_NR", &exit_nr, true)
             .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
             .override_global("INJECT_ENABLED", &inject_enabled, true)
+            .override_global("HTTP_ENABLED", &http_enabled, true)
+            .override_global("HTTP_SYSCALLS", &http_syscalls, true)
+            .override_global("TRACE_ENABLED", &trace_enabled, true)
+            .override_global("TRACE_FAILED_ONLY", &failed_only, true)
+            .override_global("TRACE_SAMPLE", &sample, true)
             .load(EBPF_OBJECT)
             .map_err(MonitorError::Load)?;
         for (name, tracepoint) in TRACEPOINTS {
@@ -85,7 +107,12 @@ impl Monitor {
         let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
         let stats = PerCpuHashMap::try_from(take(MAP_SYSCALL_STATS)?)?;
         let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
-        let injection = if inject {
+        let http = if options.http {
+            Some(crate::http::HttpMaps::take(&mut take)?)
+        } else {
+            None
+        };
+        let injection = if options.inject {
             Some(crate::inject::kernel::InjectionMaps::take(&mut take)?)
         } else {
             None
@@ -94,6 +121,7 @@ impl Monitor {
             targets,
             stats,
             errors,
+            http,
             injection,
             ebpf,
         })
@@ -142,8 +170,43 @@ impl Monitor {
                 .entry((key.slot, key.syscall, key.errno))
                 .or_default() += per_cpu.iter().sum::<u64>();
         }
+        if let Some(http) = &self.http {
+            counters.http = http.read()?;
+        }
         Ok(counters)
     }
+}
+
+/// What to load besides the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub inject: bool,
+    pub http: bool,
+    pub trace: Option<TraceOptions>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceOptions {
+    pub failed_only: bool,
+    /// Keep one call in N (0 and 1: all).
+    pub sample: u64,
+}
+
+/// The order `chaos-ebpf/src/http.rs` expects: read, write, readv, writev, recvfrom, sendto,
+/// recvmsg, sendmsg.
+fn http_syscall_numbers() -> [u32; 8] {
+    use syscalls::Sysno;
+    [
+        Sysno::read,
+        Sysno::write,
+        Sysno::readv,
+        Sysno::writev,
+        Sysno::recvfrom,
+        Sysno::sendto,
+        Sysno::recvmsg,
+        Sysno::sendmsg,
+    ]
+    .map(|sysno| sysno.id() as u32)
 }
 
 const TRACEPOINTS: [(&str, &str); 2] = [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")];

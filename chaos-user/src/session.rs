@@ -164,6 +164,7 @@ impl Session {
                             count: monitor.injections(rule.index),
                         })
                         .collect(),
+                    http: counters.http.of(index),
                 }
             })
             .collect();

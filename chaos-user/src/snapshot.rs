@@ -24,6 +24,8 @@ pub struct TargetSnapshot {
     pub syscalls: Vec<SyscallSnapshot>,
     /// One per rule on this target.
     pub injections: Vec<InjectionSnapshot>,
+    /// HTTP/1.x responses it sent, if any.
+    pub http: Option<crate::http::HttpSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]

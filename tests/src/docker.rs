@@ -26,23 +26,24 @@ pub struct Container {
 }
 
 impl Container {
-    /// Starts `chaos-workload idle WORKLOAD_ARGS`; each [`Container::trigger_round`] makes it run
-    /// one round of calls.
+    /// Starts `chaos-workload idle WORKLOAD_ARGS` with no network; each
+    /// [`Container::trigger_round`] makes it run one round of calls.
     pub fn start(name: &str, workload_args: &[&str]) -> Self {
+        let mut command = vec!["idle"];
+        command.extend_from_slice(workload_args);
+        Self::run(name, &["--network", "none"], &command)
+    }
+
+    /// Starts `chaos-workload COMMAND...` with these `docker run` options, and waits until the
+    /// workload says it is ready.
+    pub fn run(name: &str, docker_options: &[&str], command: &[&str]) -> Self {
         let name = format!("syschaos-test-{name}-{}", std::process::id());
         let _ = docker(&["rm", "-f", &name]);
         let image = workload_image();
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            &image,
-            "idle",
-        ];
-        args.extend_from_slice(workload_args);
+        let mut args = vec!["run", "-d", "--name", &name];
+        args.extend_from_slice(docker_options);
+        args.push(&image);
+        args.extend_from_slice(command);
         docker_ok(&args);
         let container = Self { name };
         container.wait_ready(1);

@@ -9,6 +9,10 @@
 //!                                   its own to the container's cgroup.)
 //!   chaos-workload loop [--interval-ms MS]
 //!                                   a steady mix forever (the demo)
+//!   chaos-workload serve --port P   a small HTTP/1.1 server on 127.0.0.1:P (thread per connection,
+//!                                   keep-alive): `GET /status/NNN` answers NNN. Responses are split
+//!                                   across writes on purpose: 2xx as head + body (two write()s),
+//!                                   4xx as one writev(), 5xx as status line, headers, body.
 //!
 //! CALLS, made in this order: --getppid N, --open-missing N (openat of --path, a missing file),
 //! --read N, --write N, --fsync N (on --file, created first), --connect N (TCP connects to a
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         }
         Some("idle") => idle(&options),
         Some("loop") => run_loop(&options),
+        Some("serve") => serve(options.port),
         _ => usage("expected a mode: calls, idle or loop"),
     }
 }
@@ -65,6 +70,7 @@ struct Options {
     missing_path: CString,
     data_file: CString,
     interval: Duration,
+    port: u16,
 }
 
 impl Options {
@@ -74,6 +80,7 @@ impl Options {
             missing_path: CString::new("/syschaos-missing-file").expect("no NUL"),
             data_file: CString::new("chaos-workload.data").expect("no NUL"),
             interval: Duration::from_millis(100),
+            port: 8080,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -88,6 +95,9 @@ impl Options {
                 "--path" => options.missing_path = path()?,
                 "--file" => options.data_file = path()?,
                 "--interval-ms" => options.interval = Duration::from_millis(number()?),
+                "--port" => {
+                    options.port = u16::try_from(number()?).map_err(|_| "--port: too large")?
+                }
                 other => {
                     let kind = KINDS
                         .iter()
@@ -271,6 +281,78 @@ fn run_loop(options: &Options) -> ExitCode {
             }
         }
         std::thread::sleep(options.interval);
+    }
+}
+
+fn serve(port: u16) -> ExitCode {
+    install_exit_on_signal();
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("chaos-workload: cannot listen on 127.0.0.1:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{{\"ready\":true}}");
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || serve_connection(stream));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Answers requests on one connection until the client closes it or asks to.
+fn serve_connection(stream: std::net::TcpStream) {
+    use std::io::{BufRead as _, BufReader, IoSlice, Write as _};
+    // Read and write through the same fd, as servers do (HTTP latency is keyed by process and fd).
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut close = request_line.ends_with("HTTP/1.0\r\n");
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+            if header.to_ascii_lowercase().starts_with("connection: close") {
+                close = true;
+            }
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("/");
+        let code: u16 = path
+            .strip_prefix("/status/")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(200);
+        let body = format!("status {code}\n");
+        let head = format!(
+            "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        let written = match code {
+            400..=499 => writer
+                .write_vectored(&[IoSlice::new(head.as_bytes()), IoSlice::new(body.as_bytes())])
+                .map(drop),
+            500..=599 => {
+                let (status_line, headers) = head.split_at(head.find("\r\n").map_or(0, |i| i + 2));
+                writer
+                    .write_all(status_line.as_bytes())
+                    .and_then(|()| writer.write_all(headers.as_bytes()))
+                    .and_then(|()| writer.write_all(body.as_bytes()))
+            }
+            _ => writer
+                .write_all(head.as_bytes())
+                .and_then(|()| writer.write_all(body.as_bytes())),
+        };
+        if written.is_err() || close {
+            return;
+        }
     }
 }
 
