@@ -66,12 +66,13 @@ const KERNELS: [Kernel; 2] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
-        tests: "monitor",
+        // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
+        tests: "monitor,inject-lsm,inject-refused",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
-        tests: "monitor",
+        tests: "monitor,inject-kprobe",
     },
 ];
 
@@ -346,14 +347,21 @@ impl Serial {
 
     fn judge(self, tests: &str, result: &mut BootResult) {
         result.boot_time = self.boot_time;
+        // Every requested test that did not report counts as failed.
+        let requested = tests.split(',').filter(|t| !t.is_empty()).count() as u32;
         match self.summary {
             Some((passed, failed)) => {
                 result.passed = passed;
                 result.failed = failed;
+                let unreported = requested.saturating_sub(passed + failed);
+                if unreported > 0 {
+                    result.failed += unreported;
+                    result.problem = Some(format!(
+                        "{unreported} of {requested} tests not in the summary"
+                    ));
+                }
             }
             None => {
-                // Every requested test that did not say "ok" counts as failed.
-                let requested = tests.split(',').filter(|t| !t.is_empty()).count() as u32;
                 let unreported = requested.saturating_sub(self.ok_lines + self.failed_lines);
                 result.passed = self.ok_lines;
                 result.failed = (self.failed_lines + unreported).max(1);
@@ -461,6 +469,23 @@ mod tests {
         assert_eq!((serial.ok_lines, serial.failed_lines), (1, 1));
         assert_eq!(serial.summary, Some((1, 1)));
         assert_eq!(parse_counts("kernel 6.12"), None);
+    }
+
+    #[test]
+    fn unreported_tests_fail() {
+        let mut serial = Serial::default();
+        serial.read("syschaos-vm: 1 passed, 0 failed", Duration::ZERO);
+        let mut result = BootResult {
+            name: "override",
+            passed: 0,
+            failed: 0,
+            problem: None,
+            boot_time: None,
+            total_time: Duration::ZERO,
+        };
+        serial.judge("monitor,inject-kprobe", &mut result);
+        assert_eq!((result.passed, result.failed), (1, 1));
+        assert!(result.problem.is_some());
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! PID 1 of the `cargo xtask vm-test` initramfs (static, musl).
 //!
 //! Mounts the filesystems eBPF tools expect, prints what the kernel offers, runs the tests named
-//! on the kernel command line (`syschaos.tests=monitor,...`), prints one `vm-test NAME ... ok` or
+//! on the kernel command line (`syschaos.tests=monitor,...`; see `TESTS`: the monitor, and the
+//! Perturbator's engines in `inject-*`), prints one `vm-test NAME ... ok` or
 //! `vm-test NAME ... FAILED: reason` line per test, then exactly one summary line
 //! `syschaos-vm: N passed, M failed`, and reboots (QEMU runs with -no-reboot, so it exits).
 //! Whatever happens (a panic, a stuck test), the summary is printed and the machine reboots:
 //! a watchdog thread (`syschaos.watchdog=SECONDS`) makes sure of it.
 use std::{
     ffi::CString,
-    io::{self, BufRead as _, BufReader, Write as _},
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     panic::{self, AssertUnwindSafe},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
@@ -25,7 +26,12 @@ use std::{
 /// A test returns why it failed.
 type Test = fn() -> Result<(), String>;
 
-const TESTS: &[(&str, Test)] = &[("monitor", monitor)];
+const TESTS: &[(&str, Test)] = &[
+    ("monitor", monitor),
+    ("inject-kprobe", inject_kprobe),
+    ("inject-lsm", inject_lsm),
+    ("inject-refused", inject_refused),
+];
 const DEFAULT_TESTS: &str = "monitor";
 const DEFAULT_WATCHDOG: Duration = Duration::from_secs(100);
 
@@ -34,8 +40,10 @@ const WORKLOAD: &str = "/bin/chaos-workload";
 
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
-/// The test running now, for the watchdog's failure line.
+/// The test running now, for the watchdog's failure line; empty between tests.
 static CURRENT: Mutex<String> = Mutex::new(String::new());
+/// Tests not started yet: the watchdog reports them as not run, so none goes missing.
+static PENDING: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn main() {
     let mount_errors = mount_all();
@@ -53,8 +61,13 @@ fn main() {
     let outcome = panic::catch_unwind(|| {
         print_kernel_features();
         let names = param(&cmdline, "syschaos.tests").unwrap_or(DEFAULT_TESTS);
-        for name in names.split(',').filter(|n| !n.is_empty()) {
-            run_test(name);
+        *lock(&PENDING) = names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        while let Some(name) = next_pending() {
+            run_test(&name);
         }
     });
     if outcome.is_err() {
@@ -165,6 +178,16 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
+/// A poisoned lock only means a panicking test: the data is still good.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn next_pending() -> Option<String> {
+    let mut pending = lock(&PENDING);
+    (!pending.is_empty()).then(|| pending.remove(0))
+}
+
 fn run_test(name: &str) {
     let Some(&(_, test)) = TESTS.iter().find(|(known, _)| *known == name) else {
         let known: Vec<&str> = TESTS.iter().map(|(n, _)| *n).collect();
@@ -174,11 +197,21 @@ fn run_test(name: &str) {
         );
         return;
     };
-    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = name.to_owned();
+    *lock(&CURRENT) = name.to_owned();
     println!("vm-test {name}: running");
+    let started = Instant::now();
     let result = panic::catch_unwind(AssertUnwindSafe(test))
         .unwrap_or_else(|_| Err("panicked (message above)".into()));
-    record(name, result);
+    let mut current = lock(&CURRENT);
+    // Otherwise the watchdog has failed this test already and is rebooting.
+    if *current == name {
+        current.clear();
+        println!(
+            "vm-test {name}: finished in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        record(name, result);
+    }
 }
 
 fn record(name: &str, result: Result<(), String>) {
@@ -194,16 +227,24 @@ fn record(name: &str, result: Result<(), String>) {
     }
 }
 
-/// Fails the running test and ends the run if the tests have not finished by then.
+/// Fails the running test, and every test not started yet, and ends the run if the tests have
+/// not finished by then.
 fn start_watchdog(after: Duration) {
     thread::spawn(move || {
         thread::sleep(after);
-        let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let name = if current.is_empty() { "init" } else { &current };
-        record(
-            name,
-            Err(format!("watchdog: no result after {}s", after.as_secs())),
-        );
+        // Held until the reboot: the test's own result, if it comes now, is not recorded.
+        let mut current = lock(&CURRENT);
+        let pending: Vec<String> = lock(&PENDING).drain(..).collect();
+        let why = format!("watchdog: no result after {}s", after.as_secs());
+        if !current.is_empty() {
+            record(&current, Err(why));
+            current.clear();
+        } else if pending.is_empty() {
+            record("init", Err(why));
+        }
+        for name in pending {
+            record(&name, Err("not run: the watchdog ended the run".into()));
+        }
         finish()
     });
 }
@@ -338,6 +379,8 @@ struct ChaosUser {
     stderr: Arc<Mutex<Vec<String>>>,
     attached: mpsc::Receiver<()>,
     stdout: Option<thread::JoinHandle<Vec<String>>>,
+    /// Joined by `finish`, so the lines printed at exit are all in `stderr`.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 struct ChaosUserOutput {
@@ -360,21 +403,34 @@ impl ChaosUser {
         let err_pipe = child.stderr.take().expect("piped");
         let out_pipe = child.stdout.take().expect("piped");
         let kept = stderr.clone();
-        thread::spawn(move || follow_stderr(err_pipe, &kept, &tell_attached));
+        let stderr_reader = Some(thread::spawn(move || {
+            follow_stderr(err_pipe, &kept, &tell_attached)
+        }));
         let stdout = Some(thread::spawn(move || collect_stdout(out_pipe)));
         Ok(Self {
             child,
             stderr,
             attached,
             stdout,
+            stderr_reader,
         })
     }
 
     fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+        lock(&self.stderr).join("\n")
+    }
+
+    /// Asks chaos-user to detach and exit, as Ctrl-C would.
+    fn interrupt(&self) -> Result<(), String> {
+        // SAFETY: a signal to our own child, which has not been reaped (we hold `child`).
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) } == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "SIGINT to chaos-user: {}",
+                io::Error::last_os_error()
+            ))
+        }
     }
 
     fn wait_attached(&mut self, timeout: Duration) -> Result<(), String> {
@@ -406,6 +462,11 @@ impl ChaosUser {
             .expect("finish runs once")
             .join()
             .map_err(|_| "stdout reader panicked".to_owned())?;
+        if let Some(reader) = self.stderr_reader.take() {
+            reader
+                .join()
+                .map_err(|_| "stderr reader panicked".to_owned())?;
+        }
         Ok(ChaosUserOutput {
             status,
             stdout,
@@ -430,7 +491,7 @@ fn follow_stderr(pipe: ChildStderr, kept: &Mutex<Vec<String>>, attached: &mpsc::
         if line.starts_with("syschaos: attached") {
             let _ = attached.send(());
         }
-        kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        lock(kept).push(line);
     }
 }
 
@@ -511,7 +572,630 @@ fn syscall<'a>(report: &'a json::Value, label: &str, syscall: &str) -> Option<&'
         .find(|s| s.get("syscall").and_then(json::Value::as_str) == Some(syscall))
 }
 
-/// Just enough JSON to read chaos-user's snapshots, so the init needs nothing but libc.
+// ---------------------------------------------------------------------------------------------
+// inject-*: the Perturbator, checked against what the victims saw.
+//
+// Each test injects into a fresh cgroup of its own, where chaos-workload makes a known set of
+// calls; at the same time a neighbour workload in another cgroup makes the same calls and must see
+// no failure. The target's failures must be exactly the ones the rules ask for, chaos-user's own
+// injection counts must equal them, and once chaos-user has exited, a further round in the same
+// cgroup must see no failure at all.
+
+/// The file the workload's `open-missing` calls open (its `--path`). It exists, so an openat that
+/// is not injected succeeds and every failure in the report is an injected one: `failed_at` is
+/// then exactly the injected call numbers.
+const OPEN_PATH: &str = "/tmp/syschaos-open/file";
+/// Rules on openat carry `path-prefix=OPEN_PREFIX`, so they match the counted opens above and not
+/// the workload's other openat, the one creating its data file under DATA_DIR. That open comes
+/// after the 10 counted ones, so count=3 or nth=4 would not reach it anyway, but any rule still
+/// live then would fail it, and with it every read, write and fsync of the round. The neighbour
+/// opens the same path: there the prefix matches too and only the cgroup must keep it safe.
+const OPEN_PREFIX: &str = "/tmp/syschaos-open/";
+/// The workloads' data files (for read, write and fsync), one per workload.
+const DATA_DIR: &str = "/tmp/syschaos-data";
+const NEIGHBOUR: &str = "/sys/fs/cgroup/neighbour";
+
+/// Calls of each kind per round: TCG is slow, and 10 is enough for count=3 and nth=4.
+const CALLS: u64 = 10;
+/// getppid calls for the probability check, and the range that passes: 0.5 * 1000 plus or minus
+/// 6 standard deviations (sqrt(1000 * 0.5 * 0.5) = 15.8), so a correct engine fails it about once
+/// in 500 million runs.
+const PROBABILITY_CALLS: u64 = 1000;
+const PROBABILITY_RANGE: (u64, u64) = (405, 595);
+
+/// A kind of call the rules of a phase make fail.
+#[derive(Clone, Copy)]
+struct Fault {
+    syscall: &'static str,
+    /// The workload's name for those calls (its `--KIND N` option and report key).
+    kind: &'static str,
+    errno: i32,
+    errno_name: &'static str,
+}
+
+const fn fault(syscall: &'static str, errno: i32, errno_name: &'static str) -> Fault {
+    let kind = match syscall.as_bytes() {
+        b"openat" => "open-missing",
+        _ => syscall,
+    };
+    Fault {
+        syscall,
+        kind,
+        errno,
+        errno_name,
+    }
+}
+
+/// Which of the target's calls must fail.
+enum Expect {
+    /// Exactly these call numbers (1-based), with the fault's errno.
+    At(&'static [u64]),
+    /// Between so many failures (inclusive), with the fault's errno.
+    Between(u64, u64),
+}
+
+/// One chaos-user run with its rules, and the workload round it perturbs.
+struct Phase {
+    /// For messages, e.g. "count=3".
+    name: String,
+    chaos_args: Vec<String>,
+    faults: Vec<Fault>,
+    /// Calls of each kind the workloads make.
+    calls: u64,
+    expect: Expect,
+}
+
+impl Phase {
+    /// One `--rule SYSCALL=ERRNO,LIMIT` per fault (openat's with the path prefix), engine auto.
+    fn rules(faults: &[Fault], limit: &str, expect: Expect) -> Self {
+        let chaos_args = faults
+            .iter()
+            .flat_map(|f| {
+                let mut rule = format!("{}={},{limit}", f.syscall, f.errno_name);
+                if f.syscall == "openat" {
+                    rule.push_str(&format!(",path-prefix={OPEN_PREFIX}"));
+                }
+                ["--rule".to_owned(), rule]
+            })
+            .collect();
+        Self {
+            name: limit.to_owned(),
+            chaos_args,
+            faults: faults.to_vec(),
+            calls: CALLS,
+            expect,
+        }
+    }
+
+    /// `--syscall getppid --errno EPERM --probability 0.5 --engine auto` over 1000 calls.
+    fn probability() -> Self {
+        let getppid = fault("getppid", libc::EPERM, "EPERM");
+        let args = [
+            "--syscall",
+            getppid.syscall,
+            "--errno",
+            getppid.errno_name,
+            "--probability",
+            "0.5",
+            "--engine",
+            "auto",
+        ];
+        Self {
+            name: "probability=0.5".to_owned(),
+            chaos_args: args.map(str::to_owned).to_vec(),
+            faults: vec![getppid],
+            calls: PROBABILITY_CALLS,
+            expect: Expect::Between(PROBABILITY_RANGE.0, PROBABILITY_RANGE.1),
+        }
+    }
+}
+
+fn inject_kprobe() -> Result<(), String> {
+    let target = prepare_inject("inject-kprobe")?;
+    let faults = [
+        fault("openat", libc::EACCES, "EACCES"),
+        fault("read", libc::EIO, "EIO"),
+        fault("write", libc::ENOSPC, "ENOSPC"),
+        fault("getppid", libc::EPERM, "EPERM"),
+        fault("fsync", libc::EIO, "EIO"),
+    ];
+    all_of([
+        check_doctor(&[("kprobe", Ok(())), ("lsm", Ok(()))]),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "count=3", Expect::At(&[1, 2, 3])),
+            "kprobe",
+        ),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "nth=4", Expect::At(&[4])),
+            "kprobe",
+        ),
+        run_phase(&target, &Phase::probability(), "kprobe"),
+    ])
+}
+
+fn inject_lsm() -> Result<(), String> {
+    let target = prepare_inject("inject-lsm")?;
+    // fsync and getppid pass through no LSM hook: inject-refused checks that they are refused.
+    let faults = [
+        fault("openat", libc::EACCES, "EACCES"),
+        fault("read", libc::EIO, "EIO"),
+        fault("write", libc::EIO, "EIO"),
+    ];
+    all_of([
+        check_doctor(&[("kprobe", Err("bpf_override_return")), ("lsm", Ok(()))]),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "count=3", Expect::At(&[1, 2, 3])),
+            "lsm",
+        ),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "nth=4", Expect::At(&[4])),
+            "lsm",
+        ),
+    ])
+}
+
+/// On a kernel without bpf_override_return: rules no engine can carry out are refused up front.
+fn inject_refused() -> Result<(), String> {
+    let target = prepare_inject("inject-refused")?;
+    // A refused rule must leave nothing behind either.
+    let faults = [
+        fault("fsync", libc::EIO, "EIO"),
+        fault("getppid", libc::EPERM, "EPERM"),
+    ];
+    all_of([
+        expect_refusal(
+            &target,
+            &["--syscall", "fsync", "--errno", "EIO"],
+            &["no engine can inject fsync", "kprobe:", "lsm:"],
+        ),
+        expect_refusal(
+            &target,
+            &[
+                "--engine",
+                "kprobe",
+                "--syscall",
+                "getppid",
+                "--errno",
+                "EPERM",
+            ],
+            &["bpf_override_return"],
+        ),
+        after_round(&target, &faults),
+    ])
+}
+
+/// The checks of a test are independent (each phase runs its own chaos-user): all of them run,
+/// and the test reports every failure, not just the first.
+fn all_of<const N: usize>(results: [Result<(), String>; N]) -> Result<(), String> {
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n  and: "))
+    }
+}
+
+/// Creates the test's own cgroup, the neighbour's, and the files the workloads open.
+fn prepare_inject(name: &str) -> Result<PathBuf, String> {
+    let target = Path::new("/sys/fs/cgroup").join(name);
+    for dir in [target.as_path(), Path::new(NEIGHBOUR), Path::new(DATA_DIR)] {
+        create_dir(dir)?;
+    }
+    create_dir(Path::new(OPEN_PREFIX))?;
+    std::fs::write(OPEN_PATH, "syschaos").map_err(|e| format!("writing {OPEN_PATH}: {e}"))?;
+    Ok(target)
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(format!("mkdir {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `chaos-user doctor --json`: each engine works (Ok) or not, with a reason containing the text.
+fn check_doctor(expected: &[(&str, Result<(), &str>)]) -> Result<(), String> {
+    let output = ChaosUser::start(&["doctor", "--json"])?.finish(Duration::from_secs(60))?;
+    let text = output.stdout.join("\n");
+    if !output.status.success() {
+        return Err(format!(
+            "doctor exited with {}; stdout:\n{text}\nstderr:\n{}",
+            output.status, output.stderr
+        ));
+    }
+    let report = json::parse(&text).map_err(|e| format!("doctor: bad JSON ({e}):\n{text}"))?;
+    let engines = report.get("engines").map_or(&[][..], json::Value::as_array);
+    for (name, expect) in expected {
+        let engine = engines
+            .iter()
+            .find(|e| e.get("engine").and_then(json::Value::as_str) == Some(name))
+            .ok_or_else(|| format!("doctor reports no engine {name}:\n{text}"))?;
+        let works = engine.get("works") == Some(&json::Value::Bool(true));
+        let reason = engine.get("reason").and_then(json::Value::as_str);
+        println!(
+            "  doctor: {name}: {}",
+            reason.map_or("works".to_owned(), |r| format!("unavailable: {r}"))
+        );
+        match expect {
+            Ok(()) if !works => {
+                return Err(format!(
+                    "doctor: engine {name} should work here: {}",
+                    reason.unwrap_or("(no reason given)")
+                ));
+            }
+            Err(needle) if works || !reason.is_some_and(|r| r.contains(needle)) => {
+                return Err(format!(
+                    "doctor: engine {name} should be unavailable with a reason mentioning \
+                     {needle}; works: {works}, reason: {reason:?}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs chaos-user with the phase's rules on `target` while the target and neighbour workloads
+/// make their calls, then checks what everyone saw, and that nothing outlives chaos-user.
+fn run_phase(target: &Path, phase: &Phase, engine: &str) -> Result<(), String> {
+    println!(
+        "  phase {}: {} rule(s) via {engine}",
+        phase.name,
+        phase.faults.len()
+    );
+    let label = target.to_str().ok_or("cgroup path is not UTF-8")?;
+    let mut args = vec![
+        "inject",
+        "--cgroup",
+        label,
+        "--json",
+        "--interval",
+        "1s",
+        "--no-metrics",
+        // Only a safety net: the rules expire in the kernel then, even if the SIGINT is lost.
+        "--duration",
+        "60s",
+    ];
+    args.extend(phase.chaos_args.iter().map(String::as_str));
+    let in_phase = |e: String| format!("{}: {e}", phase.name);
+    let mut chaos_user = ChaosUser::start(&args).map_err(in_phase)?;
+    chaos_user
+        .wait_attached(Duration::from_secs(60))
+        .map_err(in_phase)?;
+    let inside = Workload::start(&workload_args(&phase.faults, phase.calls, "target"), target);
+    let outside = Workload::start(
+        &workload_args(&phase.faults, phase.calls, "neighbour"),
+        Path::new(NEIGHBOUR),
+    );
+    let (inside, outside) = (inside?.report(), outside?.report());
+    // Let one more JSON snapshot (1s interval) see the last injection.
+    thread::sleep(Duration::from_millis(1500));
+    chaos_user.interrupt()?;
+    let output = chaos_user
+        .finish(Duration::from_secs(60))
+        .map_err(in_phase)?;
+    if !output.status.success() {
+        return Err(in_phase(format!(
+            "chaos-user exited with {}; stderr:\n{}",
+            output.status, output.stderr
+        )));
+    }
+    let (inside, outside) = (inside.map_err(in_phase)?, outside.map_err(in_phase)?);
+    for fault in &phase.faults {
+        if let Ok(outcome) = Outcome::of(&inside, fault.kind) {
+            println!("    target {}: {outcome}", fault.kind);
+        }
+    }
+    check_engines(&output, &phase.faults, engine).map_err(in_phase)?;
+    for fault in &phase.faults {
+        let failed = check_target(&inside, fault, phase).map_err(in_phase)?;
+        check_reported(&output, label, fault, engine, failed).map_err(in_phase)?;
+        let neighbour = Outcome::of(&outside, fault.kind).map_err(in_phase)?;
+        if neighbour.calls != phase.calls || neighbour.failed != 0 {
+            return Err(in_phase(format!(
+                "the neighbour's {}: {neighbour}, expected {} calls and no failure",
+                fault.kind, phase.calls
+            )));
+        }
+    }
+    after_round(target, &phase.faults).map_err(in_phase)
+}
+
+/// `--KIND N` for each fault, the file to open and a data file of the workload's own.
+fn workload_args(faults: &[Fault], calls: u64, who: &str) -> Vec<String> {
+    let mut args = vec!["calls".to_owned()];
+    for fault in faults {
+        args.extend([format!("--{}", fault.kind), calls.to_string()]);
+    }
+    args.extend([
+        "--path".to_owned(),
+        OPEN_PATH.to_owned(),
+        "--file".to_owned(),
+        format!("{DATA_DIR}/{who}.data"),
+    ]);
+    args
+}
+
+/// The `injecting` line names, for each rule, the engine `auto` chose.
+fn check_engines(output: &ChaosUserOutput, faults: &[Fault], engine: &str) -> Result<(), String> {
+    let injecting = output
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("syschaos: injecting "))
+        .ok_or_else(|| format!("no `syschaos: injecting` line; stderr:\n{}", output.stderr))?;
+    for fault in faults {
+        let rule = injecting
+            .split("; ")
+            .find(|rule| rule.starts_with(&format!("{} ", fault.syscall)))
+            .ok_or_else(|| {
+                format!(
+                    "the injecting line has no {} rule: {injecting}",
+                    fault.syscall
+                )
+            })?;
+        if !rule.contains(&format!(" via {engine}")) {
+            return Err(format!(
+                "{} should go through the {engine} engine: {rule}",
+                fault.syscall
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The target's calls of the fault's kind failed as the phase expects; returns how many failed.
+fn check_target(report: &json::Value, fault: &Fault, phase: &Phase) -> Result<u64, String> {
+    let outcome = Outcome::of(report, fault.kind)?;
+    let errno = fault.errno.to_string();
+    let only_our_errno = outcome.errnos.iter().all(|(e, _)| *e == errno);
+    let right = outcome.calls == phase.calls
+        && only_our_errno
+        && match phase.expect {
+            Expect::At(calls) => outcome.failed_at == calls,
+            Expect::Between(low, high) => (low..=high).contains(&outcome.failed),
+        };
+    if !right {
+        let expected = match phase.expect {
+            Expect::At(calls) => format!("calls {calls:?} failing"),
+            Expect::Between(low, high) => format!("{low} to {high} failures"),
+        };
+        return Err(format!(
+            "the target's {}: {outcome}; expected {} calls with {expected}, all {} ({})",
+            fault.kind, phase.calls, fault.errno_name, fault.errno
+        ));
+    }
+    Ok(outcome.failed)
+}
+
+/// chaos-user's own count of the rule's injections, at exit and in the last JSON snapshot, is
+/// what the workload saw.
+fn check_reported(
+    output: &ChaosUserOutput,
+    label: &str,
+    fault: &Fault,
+    engine: &str,
+    failed: u64,
+) -> Result<(), String> {
+    let prefix = format!(
+        "syschaos: {label}: {} {} via {engine}: ",
+        fault.syscall, fault.errno_name
+    );
+    let at_exit = output
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.strip_suffix(" injected"))
+        .ok_or_else(|| format!("no `{prefix}N injected` line; stderr:\n{}", output.stderr))?;
+    if at_exit != failed.to_string() {
+        return Err(format!(
+            "chaos-user says {at_exit} {} injections, the workload saw {failed} failures",
+            fault.syscall
+        ));
+    }
+    let last = output.stdout.last().ok_or("no JSON snapshot on stdout")?;
+    let snapshot = json::parse(last).map_err(|e| format!("bad JSON line ({e}): {last}"))?;
+    let injection = snapshot
+        .get("targets")
+        .map_or(&[][..], json::Value::as_array)
+        .iter()
+        .filter(|t| t.get("target").and_then(json::Value::as_str) == Some(label))
+        .flat_map(|t| t.get("injections").map_or(&[][..], json::Value::as_array))
+        .find(|i| i.get("syscall").and_then(json::Value::as_str) == Some(fault.syscall));
+    let field = |name| injection.and_then(|i| i.get(name));
+    let matches = field("count").and_then(json::Value::as_u64) == Some(failed)
+        && field("fault").and_then(json::Value::as_str) == Some(fault.errno_name)
+        && field("engine").and_then(json::Value::as_str) == Some(engine);
+    if !matches {
+        return Err(format!(
+            "the last JSON snapshot should report {failed} {} {} injections via {engine}: {last}",
+            fault.syscall, fault.errno_name
+        ));
+    }
+    Ok(())
+}
+
+/// Once chaos-user has exited: no kprobe of ours is left, and a further round in the same cgroup
+/// sees no failure.
+fn after_round(target: &Path, faults: &[Fault]) -> Result<(), String> {
+    no_kprobes_left()?;
+    let report = Workload::start(&workload_args(faults, CALLS, "after"), target)?.report()?;
+    for fault in faults {
+        let outcome = Outcome::of(&report, fault.kind)?;
+        if outcome.failed != 0 {
+            return Err(format!(
+                "after chaos-user exited, the target's {} still failed: {outcome}",
+                fault.kind
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The kprobe engine's probes on `__x64_sys_*` are gone (they go when chaos-user's descriptors
+/// are closed, which may trail its exit a little). Skipped without debugfs's kprobes list.
+fn no_kprobes_left() -> Result<(), String> {
+    const LIST: &str = "/sys/kernel/debug/kprobes/list";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let Ok(list) = std::fs::read_to_string(LIST) else {
+            return Ok(());
+        };
+        let ours: Vec<&str> = list.lines().filter(|l| l.contains("__x64_sys_")).collect();
+        if ours.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "kprobes still registered after chaos-user exited: {}",
+                ours.join("; ")
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Refused with exit code 1 and one line `chaos-user: error: ...` containing every needle.
+fn expect_refusal(target: &Path, rule: &[&str], needles: &[&str]) -> Result<(), String> {
+    let label = target.to_str().ok_or("cgroup path is not UTF-8")?;
+    let mut args = vec![
+        "inject",
+        "--cgroup",
+        label,
+        "--no-metrics",
+        // Only in case it is wrongly accepted: then it ends soon, and the test fails.
+        "--duration",
+        "5s",
+    ];
+    args.extend(rule);
+    let output = ChaosUser::start(&args)?.finish(Duration::from_secs(60))?;
+    let lines: Vec<&str> = output.stderr.lines().filter(|l| !l.is_empty()).collect();
+    let refused = output.status.code() == Some(1)
+        && lines.len() == 1
+        && lines[0].starts_with("chaos-user: error: ")
+        && needles.iter().all(|needle| lines[0].contains(needle));
+    if !refused {
+        return Err(format!(
+            "`chaos-user {}` should fail with exit code 1 and one line `chaos-user: error: ...` \
+             mentioning {needles:?}; it exited with {}, stderr:\n{}",
+            args.join(" "),
+            output.status,
+            output.stderr
+        ));
+    }
+    Ok(())
+}
+
+/// A chaos-workload started in a cgroup, its JSON report on a pipe.
+struct Workload {
+    child: Child,
+    what: String,
+}
+
+impl Workload {
+    fn start(args: &[String], cgroup: &Path) -> Result<Self, String> {
+        let what = format!("workload in {}", cgroup.display());
+        let mut command = workload(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        command.stdout(Stdio::piped());
+        let child =
+            spawn_in_cgroup(command, cgroup).map_err(|e| format!("starting the {what}: {e}"))?;
+        Ok(Self { child, what })
+    }
+
+    /// Waits for the report (one JSON line: far less than a pipe holds, so waiting first is fine).
+    fn report(mut self) -> Result<json::Value, String> {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30))
+            .map_err(|e| format!("{}: {e}", self.what))?;
+        let mut text = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout
+                .read_to_string(&mut text)
+                .map_err(|e| format!("{}: reading its report: {e}", self.what))?;
+        }
+        if !status.success() {
+            return Err(format!(
+                "{} exited with {status}; stdout: {text}",
+                self.what
+            ));
+        }
+        json::parse(text.trim()).map_err(|e| format!("{}: bad report ({e}): {text}", self.what))
+    }
+}
+
+/// One kind of call in a workload report:
+/// `{"calls":N,"failed":F,"errnos":{"13":F},"failed_at":[1,2]}`.
+struct Outcome {
+    calls: u64,
+    failed: u64,
+    /// errno number (as text) -> failures.
+    errnos: Vec<(String, u64)>,
+    failed_at: Vec<u64>,
+}
+
+impl Outcome {
+    fn of(report: &json::Value, kind: &str) -> Result<Self, String> {
+        let entry = report
+            .get("calls")
+            .and_then(|calls| calls.get(kind))
+            .ok_or_else(|| format!("the workload report has no {kind} calls"))?;
+        let number = |name| {
+            entry
+                .get(name)
+                .and_then(json::Value::as_u64)
+                .ok_or_else(|| format!("the workload's {kind} report has no {name}"))
+        };
+        let errnos = match entry.get("errnos") {
+            Some(json::Value::Object(members)) => members
+                .iter()
+                .map(|(errno, n)| (errno.clone(), n.as_u64().unwrap_or(0)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let failed_at = entry
+            .get("failed_at")
+            .map_or(&[][..], json::Value::as_array)
+            .iter()
+            .filter_map(json::Value::as_u64)
+            .collect();
+        Ok(Self {
+            calls: number("calls")?,
+            failed: number("failed")?,
+            errnos,
+            failed_at,
+        })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let errnos: Vec<String> = self
+            .errnos
+            .iter()
+            .map(|(e, n)| format!("{e}: {n}"))
+            .collect();
+        // The first 10 call numbers are enough to see the pattern.
+        let mut failed_at: Vec<String> =
+            self.failed_at.iter().take(10).map(u64::to_string).collect();
+        if self.failed_at.len() > 10 {
+            failed_at.push("...".to_owned());
+        }
+        write!(
+            f,
+            "{} calls, {} failed (errnos {{{}}}, failed_at [{}])",
+            self.calls,
+            self.failed,
+            errnos.join(", "),
+            failed_at.join(", ")
+        )
+    }
+}
+
+/// Just enough JSON to read chaos-user's output and the workload's reports, so the init needs
+/// nothing but libc.
 mod json {
     #[derive(Debug, PartialEq)]
     pub enum Value {
