@@ -15,6 +15,9 @@ pub const MAP_INFLIGHT: &str = "INFLIGHT";
 
 /// `(cgroup id, syscall)` -> [`InjectRule`]: the Perturbator's rules.
 pub const MAP_INJECT_RULES: &str = "INJECT_RULES";
+/// Array indexed by syscall number: 1 when any target has a rule on it. Lets calls of other
+/// syscalls skip the rule hash lookup (an array lookup is inlined by the verifier).
+pub const MAP_RULE_SYSCALLS: &str = "RULE_SYSCALLS";
 /// Per-CPU array: rule index -> injections made.
 pub const MAP_INJECTIONS: &str = "INJECTIONS";
 
@@ -115,7 +118,8 @@ pub struct InflightCall {
     pub pending_engine: u32,
     /// Set when a fault was injected into this call (marks its trace event).
     pub injected: u32,
-    pub _pad: u32,
+    /// Calls this thread made, for latency sampling.
+    pub seq: u32,
     /// The call's arguments, saved at entry when tracing or HTTP counting needs them.
     pub args: [u64; 6],
 }

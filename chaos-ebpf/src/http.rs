@@ -96,7 +96,8 @@ pub fn on_enter(call: &InflightCall) {
     let connection = connection(call.args[0]);
     if let Some(&started) = unsafe { HTTP_REQUESTS.get(&connection) } {
         let _ = HTTP_REQUESTS.remove(&connection);
-        let elapsed = call.start_ns.saturating_sub(started);
+        // The call itself may be untimed (latency sampling): read the clock here, responses are rare.
+        let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(started);
         if let Some(latency) = get_or_zero(&HTTP_LATENCY, &call.slot, &HttpLatency::ZERO) {
             let latency = unsafe { &mut *latency };
             latency.count += 1;

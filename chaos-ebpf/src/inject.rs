@@ -11,11 +11,12 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user_str_bytes, bpf_send_signal_thread,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use chaos_common::{
-    ENGINE_SIGNAL, InflightCall, InjectRule, MAX_RULES, NO_PATH_ARG, PATH_PREFIX_MAX, RuleKey,
+    ENGINE_SIGNAL, InflightCall, InjectRule, MAX_RULES, MAX_SYSCALLS, NO_PATH_ARG, PATH_PREFIX_MAX,
+    RuleKey,
 };
 
 use crate::monitor::INFLIGHT;
@@ -25,6 +26,9 @@ static INJECT_RULES: HashMap<RuleKey, InjectRule> = HashMap::with_max_entries(MA
 
 #[map]
 static INJECTIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+#[map]
+static RULE_SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
 
 /// Set by the loader when rules may exist; a plain monitor skips the rule lookup entirely
 /// (the verifier prunes the dead branch, as this is read-only data).
@@ -40,6 +44,10 @@ pub fn enabled() -> bool {
 /// engine's hook; signals are sent now (they are delivered when the call returns to user space).
 #[inline(always)]
 pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
+    // Most calls are of syscalls no rule names: skip the hash lookup for them.
+    if RULE_SYSCALLS.get(call.syscall).copied() != Some(1) {
+        return;
+    }
     let key = RuleKey {
         cgroup_id: call.cgroup_id,
         syscall: call.syscall,

@@ -47,6 +47,26 @@ static SYS_EXIT_GROUP_NR: u32 = u32::MAX;
 
 const MAX_ERRNO: i64 = 4095;
 
+/// Time one call in N per thread (`--latency-sample N`, set by the loader; 1: every call).
+/// Counts and errors stay exact; sampled latencies are weighted by N in the histogram.
+#[unsafe(no_mangle)]
+static LATENCY_SAMPLE: u32 = 1;
+
+/// `start_ns` of a call that is in flight but not timed (0 means "not in a counted call").
+const UNTIMED: u64 = 1;
+
+static IDLE_CALL: InflightCall = InflightCall {
+    start_ns: 0,
+    cgroup_id: 0,
+    syscall: 0,
+    slot: 0,
+    pending_errno: 0,
+    pending_engine: 0,
+    injected: 0,
+    seq: 0,
+    args: [0; 6],
+};
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
@@ -58,44 +78,56 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let syscall = syscall as u32;
-    let mut call = InflightCall {
-        start_ns: 0,
-        cgroup_id,
-        syscall,
-        slot,
-        pending_errno: 0,
-        pending_engine: 0,
-        injected: 0,
-        _pad: 0,
-        args: [0; 6],
-    };
     if is_never_returning(syscall) {
         with_stats(StatsKey { slot, syscall }, |stats| stats.calls += 1);
-        if inject::enabled() {
-            // A signal rule on exit_group still fires; an errno rule cannot apply to it.
-            inject::decide(&ctx, &mut call);
-        }
-        return 0;
     }
+    // The thread's entry is written field by field, in place: copying the whole struct costs
+    // more than the rest of the hook (measured: `cargo xtask bench monitor`).
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let entry = match INFLIGHT.get_ptr_mut(&tid) {
+        Some(entry) => entry,
+        None => {
+            let _ = INFLIGHT.insert(&tid, &IDLE_CALL, 0);
+            match INFLIGHT.get_ptr_mut(&tid) {
+                Some(entry) => entry,
+                None => return 0,
+            }
+        }
+    };
+    let call = unsafe { &mut *entry };
+    call.syscall = syscall;
+    call.slot = slot;
+    call.cgroup_id = cgroup_id;
+    call.pending_errno = 0;
+    call.injected = 0;
+    call.seq = call.seq.wrapping_add(1);
     if trace::enabled() || http::wants_args(syscall) {
         call.args = syscall_args(&ctx);
     }
-    call.start_ns = unsafe { bpf_ktime_get_ns() };
     if inject::enabled() {
-        inject::decide(&ctx, &mut call);
+        inject::decide(&ctx, call);
+    }
+    if is_never_returning(syscall) {
+        // No sys_exit follows: nothing to time, and an errno rule cannot apply.
+        call.start_ns = 0;
+        return 0;
     }
     if http::enabled() {
-        http::on_enter(&call);
+        http::on_enter(call);
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // Overwrite in place when the thread already has an entry: cheaper than a hash insert.
-    match INFLIGHT.get_ptr_mut(&tid) {
-        Some(entry) => unsafe { *entry = call },
-        None => {
-            let _ = INFLIGHT.insert(&tid, &call, 0);
-        }
-    }
+    call.start_ns = if timed(call.seq) {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        UNTIMED
+    };
     0
+}
+
+/// Whether this call of the thread is timed (always when tracing: events carry times).
+#[inline(always)]
+fn timed(seq: u32) -> bool {
+    let sample = unsafe { core::ptr::read_volatile(&LATENCY_SAMPLE) };
+    sample <= 1 || trace::enabled() || seq % sample == 0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -104,16 +136,19 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(entry) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
     };
-    let call = unsafe { *entry };
-    if call.start_ns == 0 {
+    let call = unsafe { &mut *entry };
+    let start_ns = call.start_ns;
+    if start_ns == 0 {
         return 0;
     }
-    unsafe {
-        (*entry).start_ns = 0;
-        // A decision no hook carried out (e.g. the call never reached it) dies with the call.
-        (*entry).pending_errno = 0;
-    }
-    let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(call.start_ns);
+    call.start_ns = 0;
+    // A decision no hook carried out (e.g. the call never reached it) dies with the call.
+    call.pending_errno = 0;
+    let elapsed = if start_ns == UNTIMED {
+        None
+    } else {
+        Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
+    };
     let ret: i64 = ctx.arg(1);
     let key = StatsKey {
         slot: call.slot,
@@ -122,13 +157,15 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     let failed = (-MAX_ERRNO..0).contains(&ret);
     with_stats(key, |stats| {
         stats.calls += 1;
-        stats.latency_sum_ns += elapsed;
-        let bucket = latency_bucket(elapsed);
-        if let Some(count) = stats.latency_hist.get_mut(bucket) {
-            *count += 1;
-        }
         if failed {
             stats.errors += 1;
+        }
+        if let Some(elapsed) = elapsed {
+            let weight = unsafe { core::ptr::read_volatile(&LATENCY_SAMPLE) }.max(1) as u64;
+            stats.latency_sum_ns += elapsed * weight;
+            if let Some(count) = stats.latency_hist.get_mut(latency_bucket(elapsed)) {
+                *count += weight;
+            }
         }
     });
     if failed {
@@ -140,10 +177,10 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         });
     }
     if http::enabled() {
-        http::on_exit(&call, ret);
+        http::on_exit(call, ret);
     }
     if trace::enabled() {
-        trace::emit(&call, ret, elapsed);
+        trace::emit(call, start_ns, ret, elapsed.unwrap_or(0));
     }
     0
 }

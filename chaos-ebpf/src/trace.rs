@@ -38,7 +38,7 @@ pub fn enabled() -> bool {
 }
 
 #[inline(always)]
-pub fn emit(call: &InflightCall, ret: i64, latency_ns: u64) {
+pub fn emit(call: &InflightCall, start_ns: u64, ret: i64, latency_ns: u64) {
     let Some(spec) = TRACE_SYSCALLS.get(call.syscall) else {
         return;
     };
@@ -68,7 +68,7 @@ pub fn emit(call: &InflightCall, ret: i64, latency_ns: u64) {
         return;
     };
     let event = unsafe { &mut *entry.as_mut_ptr() };
-    event.start_ns = call.start_ns;
+    event.start_ns = start_ns;
     event.latency_ns = latency_ns;
     event.pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     event.args = call.args;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Error)]
 pub enum DockerError {
     #[error(
-        "cannot reach the Docker daemon ({0}): is dockerd running? (--cgroup PATH or --pid PID target without Docker)"
+        "cannot reach the Docker daemon ({0}): is dockerd running? Inside a container, mount its socket: -v /var/run/docker.sock:/var/run/docker.sock (--cgroup PATH or --pid PID target without Docker)"
     )]
     Unreachable(String),
     #[error("no container named `{0}` (see `docker ps -a`)")]

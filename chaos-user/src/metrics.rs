@@ -142,8 +142,18 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
         "From a request read to the response written on the same connection.",
         MetricType::HISTOGRAM,
     );
+    let mut trace_drops = family(
+        "syschaos_trace_dropped_events_total",
+        "Trace events lost because chaos-user trace fell behind (the counters are exact anyway).",
+        MetricType::COUNTER,
+    );
     for target in &snapshot.targets {
         let label = target.target.as_str();
+        if let Some(drops) = target.trace_drops {
+            trace_drops
+                .mut_metric()
+                .push(counter(&[("target", label)], drops as f64));
+        }
         if let Some(http) = &target.http {
             for (code, count) in &http.responses {
                 let code = code.to_string();
@@ -218,6 +228,7 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
         injections,
         http_responses,
         http_durations,
+        trace_drops,
         cpu,
         memory,
         io,

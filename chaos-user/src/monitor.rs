@@ -46,6 +46,8 @@ pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    /// Present when loaded with tracing on.
+    pub(crate) trace: Option<crate::trace::TraceMaps>,
     /// Present when loaded with HTTP counting on.
     http: Option<crate::http::HttpMaps>,
     /// Present when loaded with injection on (see `inject::kernel`).
@@ -72,6 +74,7 @@ impl Monitor {
             inject,
             http: true,
             trace: None,
+            latency_sample: 1,
         })
     }
 
@@ -87,6 +90,7 @@ impl Monitor {
         let failed_only = u8::from(trace.failed_only);
         let sample = trace.sample.max(1);
         let http_syscalls = http_syscall_numbers();
+        let latency_sample = options.latency_sample.max(1);
         let mut ebpf = EbpfLoader::new()
             .override_global("SYS_EXIT_NR", &exit_nr, true)
             .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
@@ -96,6 +100,7 @@ impl Monitor {
             .override_global("TRACE_ENABLED", &trace_enabled, true)
             .override_global("TRACE_FAILED_ONLY", &failed_only, true)
             .override_global("TRACE_SAMPLE", &sample, true)
+            .override_global("LATENCY_SAMPLE", &latency_sample, true)
             .load(EBPF_OBJECT)
             .map_err(MonitorError::Load)?;
         for (name, tracepoint) in TRACEPOINTS {
@@ -107,6 +112,11 @@ impl Monitor {
         let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
         let stats = PerCpuHashMap::try_from(take(MAP_SYSCALL_STATS)?)?;
         let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
+        let trace = if options.trace.is_some() {
+            Some(crate::trace::TraceMaps::take(&mut take)?)
+        } else {
+            None
+        };
         let http = if options.http {
             Some(crate::http::HttpMaps::take(&mut take)?)
         } else {
@@ -121,6 +131,7 @@ impl Monitor {
             targets,
             stats,
             errors,
+            trace,
             http,
             injection,
             ebpf,
@@ -183,6 +194,8 @@ pub struct LoadOptions {
     pub inject: bool,
     pub http: bool,
     pub trace: Option<TraceOptions>,
+    /// Time one call in N per thread (0 and 1: every call).
+    pub latency_sample: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

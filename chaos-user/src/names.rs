@@ -10,6 +10,10 @@ pub fn syscall_name(nr: u32) -> String {
     }
 }
 
+pub fn syscall_number(name: &str) -> Option<u32> {
+    name.parse::<Sysno>().ok().map(|sysno| sysno.id() as u32)
+}
+
 /// `ENOENT` for 2; `errno_N` for numbers the table does not know.
 pub fn errno_name(errno: u32) -> String {
     if let Some(name) = kernel_internal_errno(errno) {

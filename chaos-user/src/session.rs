@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    inject::{InjectError, kernel::InstalledRule},
+    inject::{InjectError, engine::Engine, kernel::InstalledRule},
     monitor::{Monitor, MonitorError},
     names, resources,
     snapshot::{InjectionSnapshot, Snapshot, SyscallSnapshot, TargetSnapshot},
@@ -25,6 +25,8 @@ pub struct Session {
     slots: Mutex<Vec<Slot>>,
     /// Installed rules with their expiry (`bpf_ktime_get_ns`), index = rule index.
     rules: Mutex<Vec<(InstalledRule, u64)>>,
+    /// Carries out the rules whose engine is ptrace (`crate::ptrace`).
+    ptrace: crate::ptrace::PtraceEngine,
 }
 
 impl Session {
@@ -33,12 +35,21 @@ impl Session {
             monitor: Mutex::new(monitor),
             slots: Mutex::new(Vec::new()),
             rules: Mutex::new(Vec::new()),
+            ptrace: Default::default(),
         }
     }
 
     /// Attaches the monitor's tracepoints: counting and injecting start.
     pub fn start(&self) -> Result<(), MonitorError> {
         self.monitor.lock().unwrap().start()
+    }
+
+    /// The label of the target counted under `slot`.
+    pub fn label(&self, slot: u32) -> String {
+        let slots = self.slots.lock().unwrap();
+        slots
+            .get(slot as usize)
+            .map_or_else(|| format!("slot {slot}"), |slot| slot.target.label.clone())
     }
 
     pub fn installed(&self) -> Vec<InstalledRule> {
@@ -56,10 +67,59 @@ impl Session {
         let Some(slot) = slots.iter().find(|slot| slot.target.label == rule.target) else {
             return Ok(());
         };
+        if rule.engine == Engine::Ptrace {
+            // Not in the kernel: the tracer carries it out once `start_ptrace` runs.
+            self.ptrace.add_rule(rule.index);
+            self.rules.lock().unwrap().push((rule, expires_ns));
+            return Ok(());
+        }
         let mut monitor = self.monitor.lock().unwrap();
         monitor.install_rule(&rule, &slot.target.cgroup.v2, expires_ns)?;
         self.rules.lock().unwrap().push((rule, expires_ns));
         Ok(())
+    }
+
+    /// Stops applying the rule with this index at once: out of the kernel's rule map (a ptrace
+    /// rule is marked expired; `stop_ptrace` detaches the tracer). Its count stays readable.
+    pub fn uninstall(&self, index: u32) -> Result<(), InjectError> {
+        let (cgroup_id, syscall_nr, engine) = {
+            let mut rules = self.rules.lock().unwrap();
+            let Some((rule, expires_ns)) = rules.iter_mut().find(|(rule, _)| rule.index == index)
+            else {
+                return Ok(());
+            };
+            // Long expired: a restart moving the rules, or a later start_ptrace, leaves it off.
+            *expires_ns = 1;
+            (rule.cgroup_id, rule.spec.syscall_nr, rule.engine)
+        };
+        if engine == Engine::Ptrace {
+            return Ok(());
+        }
+        self.monitor
+            .lock()
+            .unwrap()
+            .remove_rule(cgroup_id, syscall_nr)
+            .map_err(|why| InjectError::Attach {
+                engine,
+                syscall: crate::names::syscall_name(syscall_nr),
+                why,
+            })
+    }
+
+    /// Seizes the targets of ptrace rules and starts applying them (nothing without such rules).
+    pub fn start_ptrace(&self) -> Result<(), InjectError> {
+        let rules = self.rules.lock().unwrap().clone();
+        let slots = self.slots.lock().unwrap();
+        let cgroup_dir = |label: &str| {
+            let slot = slots.iter().find(|slot| slot.target.label == label)?;
+            Some((slot.target.cgroup.v2.clone(), slot.target.cgroup_id))
+        };
+        self.ptrace.start(&rules, cgroup_dir)
+    }
+
+    /// Detaches the ptrace engine from every tracee; its counts stay readable.
+    pub fn stop_ptrace(&self) {
+        self.ptrace.stop();
     }
 
     pub fn add(&self, target: Target) -> Result<(), MonitorError> {
@@ -94,6 +154,9 @@ impl Session {
         for (rule, expires_ns) in rules.iter_mut().filter(|(rule, _)| rule.target == label) {
             let old_cgroup = rule.cgroup_id;
             rule.cgroup_id = target.cgroup_id;
+            if rule.engine == Engine::Ptrace {
+                continue;
+            }
             monitor
                 .install_rule(rule, &target.cgroup.v2, *expires_ns)
                 .map_err(|e| MonitorError::Rules(e.to_string()))?;
@@ -101,6 +164,8 @@ impl Session {
                 .move_rules(old_cgroup, target.cgroup_id, &[rule.spec.syscall_nr])
                 .map_err(MonitorError::Rules)?;
         }
+        self.ptrace
+            .retarget(label, target.cgroup.v2.clone(), target.cgroup_id);
         *slot = Slot {
             target,
             active: true,
@@ -161,10 +226,14 @@ impl Session {
                             syscall: rule.spec.syscall.clone(),
                             fault: rule.spec.fault.name(),
                             engine: rule.engine.name(),
-                            count: monitor.injections(rule.index),
+                            count: self
+                                .ptrace
+                                .injections(rule.index)
+                                .unwrap_or_else(|| monitor.injections(rule.index)),
                         })
                         .collect(),
                     http: counters.http.of(index),
+                    trace_drops: monitor.trace.as_ref().map(|trace| trace.drops(index)),
                 }
             })
             .collect();

@@ -26,6 +26,8 @@ pub struct TargetSnapshot {
     pub injections: Vec<InjectionSnapshot>,
     /// HTTP/1.x responses it sent, if any.
     pub http: Option<crate::http::HttpSnapshot>,
+    /// Trace events lost because the reader fell behind (when tracing).
+    pub trace_drops: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,5 +1,9 @@
 //! What to watch: a container, a cgroup or a process, resolved to a cgroup v2 directory whose
-//! inode number is the id `bpf_get_current_cgroup_id()` returns for its tasks.
+//! inode number is the id `bpf_get_current_cgroup_id()` returns for its tasks. Also a sidecar's
+//! target (`namespace`), Kubernetes pods and cgroup globs (`kubepods`).
+mod kubepods;
+mod namespace;
+
 use std::{
     fs,
     os::unix::fs::MetadataExt as _,
@@ -16,10 +20,50 @@ pub enum TargetError {
     Docker(#[from] DockerError),
     #[error("no process with pid {0}: check the pid with `ps -p {0}`")]
     NoSuchPid(u32),
+    #[error(
+        "container `{name}` runs as pid {pid} in the host's pid namespace, which is not visible here: inside a container, run chaos-user with --pid=host"
+    )]
+    PidNotVisible { name: String, pid: u32 },
+    #[error(
+        "the cgroup of process {pid} ({path}) lies outside this cgroup namespace: inside a container, run chaos-user with --cgroupns=host (or as a sidecar with --shared-pid-namespace)"
+    )]
+    OutsideNamespace { pid: u32, path: PathBuf },
+    #[error(
+        "cgroup {path} of process {pid} is not under the cgroup v2 root {root}: inside a container, bind-mount the host's /sys (-v /sys:/sys) or give the host's cgroup2 mount with --cgroup-root"
+    )]
+    NotUnderRoot {
+        pid: u32,
+        path: PathBuf,
+        root: PathBuf,
+    },
+    #[error(
+        "--cgroup-root {0} is not a cgroup v2 hierarchy (no cgroup.controllers there nor in {0}/unified): mount the host's /sys/fs/cgroup there"
+    )]
+    NotV2Root(PathBuf),
+    #[error(
+        "cannot {what}: {source} (a sidecar needs --privileged, or CAP_SYS_ADMIN and CAP_SYS_PTRACE with seccomp and AppArmor unconfined)"
+    )]
+    Namespace {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} of pod {uid} under {root} (searched kube* directories for pod<UID> and *pod<UID_with_underscores>.slice): is the pod on this node, and is {root} the host's cgroup v2 root (--cgroup-root)?",
+        if *found_pod { "no container cgroup but the sandbox's" } else { "no cgroup" }
+    )]
+    NoPod {
+        uid: String,
+        root: PathBuf,
+        found_pod: bool,
+    },
+    #[error("no cgroup v2 directory matches {pattern} under {root}")]
+    NoGlobMatch { pattern: String, root: PathBuf },
+    #[error("bad --cgroup-glob {pattern}: {why}")]
+    BadGlob { pattern: String, why: String },
     #[error("{0} is not a cgroup v2 directory (no cgroup.procs there; the cgroup v2 root is {1})")]
     NotACgroup(PathBuf, PathBuf),
     #[error(
-        "no cgroup v2 hierarchy is mounted (looked for a cgroup2 mount in /proc/self/mountinfo): mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+        "no cgroup v2 hierarchy is mounted (looked for a cgroup2 mount in /proc/self/mountinfo): mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`; inside a container, bind-mount the host's (-v /sys:/sys, or -v /sys/fs/cgroup:/host/cgroup with --cgroup-root /host/cgroup)"
     )]
     NoCgroupV2,
     #[error("process {pid} has no cgroup v2 membership in /proc/{pid}/cgroup")]
@@ -37,6 +81,12 @@ pub enum TargetSpec {
     Container(String),
     Cgroup(PathBuf),
     Pid(u32),
+    /// Pid 1 of our pid namespace: the container a sidecar shares it with (`--pid=container:X`).
+    SharedPidNamespace,
+    /// Every container of a Kubernetes pod on this node.
+    PodUid(String),
+    /// Every cgroup matching a glob relative to the cgroup v2 root.
+    CgroupGlob(String),
 }
 
 /// A resolved target.
@@ -66,41 +116,108 @@ impl CgroupDirs {
     }
 }
 
+/// The target of a spec that names one cgroup: a container, a cgroup, a pid, the shared pid
+/// namespace's init (for a pod or a glob: the first of [`resolve_many`]).
 pub async fn resolve(spec: &TargetSpec, cgroup_root: &CgroupRoot) -> Result<Target, TargetError> {
-    match spec {
+    let mut targets = resolve_many(spec, cgroup_root).await?;
+    // Never empty: a pod or glob that matches nothing is an error.
+    Ok(targets.swap_remove(0))
+}
+
+/// The targets a spec stands for: one, or for a pod or a glob, every cgroup it matches.
+pub async fn resolve_many(
+    spec: &TargetSpec,
+    cgroup_root: &CgroupRoot,
+) -> Result<Vec<Target>, TargetError> {
+    let one = match spec {
         TargetSpec::Container(name) => {
             let container = docker::inspect_running(name).await?;
-            let mut target = resolve_pid(container.pid, cgroup_root)?;
+            let mut target = resolve_pid(container.pid, cgroup_root).map_err(|e| match e {
+                TargetError::NoSuchPid(pid) => TargetError::PidNotVisible {
+                    name: container.name.clone(),
+                    pid,
+                },
+                e => e,
+            })?;
             target.label = container.name;
-            target.spec = spec.clone();
-            Ok(target)
+            target
         }
-        TargetSpec::Pid(pid) => resolve_pid(*pid, cgroup_root),
-        TargetSpec::Cgroup(path) => {
-            let v2 = cgroup_root.absolute(path);
-            if !v2.join("cgroup.procs").is_file() || !v2.starts_with(&cgroup_root.v2) {
-                return Err(TargetError::NotACgroup(v2, cgroup_root.v2.clone()));
-            }
-            let relative = v2.strip_prefix(&cgroup_root.v2).unwrap_or(Path::new(""));
-            let v1 = cgroup_root.v1_dirs_for(relative);
+        TargetSpec::Pid(pid) => resolve_pid(*pid, cgroup_root)?,
+        TargetSpec::Cgroup(path) => cgroup_target(path.display().to_string(), path, cgroup_root)?,
+        TargetSpec::SharedPidNamespace => {
+            let mut target = resolve_pid(1, cgroup_root)?;
+            target.label = namespace::hostname_of(1)?;
+            target
+        }
+        TargetSpec::PodUid(uid) => {
+            let found = kubepods::pod_containers(&cgroup_root.v2, uid, kubepods::proc_comm)?;
+            return cgroup_targets(found, spec, cgroup_root);
+        }
+        TargetSpec::CgroupGlob(pattern) => {
+            let found = kubepods::glob_cgroups(&cgroup_root.v2, pattern)?;
+            return cgroup_targets(found, spec, cgroup_root);
+        }
+    };
+    Ok(vec![Target {
+        spec: spec.clone(),
+        ..one
+    }])
+}
+
+fn cgroup_targets(
+    found: Vec<(String, PathBuf)>,
+    spec: &TargetSpec,
+    cgroup_root: &CgroupRoot,
+) -> Result<Vec<Target>, TargetError> {
+    found
+        .into_iter()
+        .map(|(label, dir)| {
+            let target = cgroup_target(label, &dir, cgroup_root)?;
             Ok(Target {
-                label: path.display().to_string(),
                 spec: spec.clone(),
-                cgroup_id: inode(&v2)?,
-                cgroup: CgroupDirs { v2, v1 },
+                ..target
             })
-        }
+        })
+        .collect()
+}
+
+fn cgroup_target(
+    label: String,
+    path: &Path,
+    cgroup_root: &CgroupRoot,
+) -> Result<Target, TargetError> {
+    let v2 = cgroup_root.absolute(path);
+    if !v2.join("cgroup.procs").is_file() || !v2.starts_with(&cgroup_root.v2) {
+        return Err(TargetError::NotACgroup(v2, cgroup_root.v2.clone()));
     }
+    let relative = v2.strip_prefix(&cgroup_root.v2).unwrap_or(Path::new(""));
+    let v1 = cgroup_root.v1_dirs_for(relative);
+    Ok(Target {
+        label,
+        spec: TargetSpec::Cgroup(path.to_owned()),
+        cgroup_id: inode(&v2)?,
+        cgroup: CgroupDirs { v2, v1 },
+    })
 }
 
 fn resolve_pid(pid: u32, cgroup_root: &CgroupRoot) -> Result<Target, TargetError> {
-    let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(TargetError::NoSuchPid(pid));
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(TargetError::NoSuchPid(pid));
+    }
+    // Paths in /proc/PID/cgroup are relative to the reader's cgroup namespace: read it from the
+    // namespace the root was mounted in.
+    let text = match cgroup_root.namespace_of {
+        Some(viewer) => namespace::proc_cgroup_seen_by(viewer, pid)?,
+        None => {
+            let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
+            match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(TargetError::NoSuchPid(pid));
+                }
+                Err(source) => return Err(TargetError::Io { path, source }),
+            }
         }
-        Err(source) => return Err(TargetError::Io { path, source }),
     };
     let memberships = parse_proc_cgroup(&text);
     let v2_relative = memberships
@@ -108,7 +225,23 @@ fn resolve_pid(pid: u32, cgroup_root: &CgroupRoot) -> Result<Target, TargetError
         .find(|(controllers, _)| controllers.is_empty())
         .map(|(_, path)| path.clone())
         .ok_or(TargetError::NoV2Membership { pid })?;
+    if v2_relative
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(TargetError::OutsideNamespace {
+            pid,
+            path: v2_relative,
+        });
+    }
     let v2 = cgroup_root.absolute(&v2_relative);
+    if !v2.is_dir() {
+        return Err(TargetError::NotUnderRoot {
+            pid,
+            path: v2_relative,
+            root: cgroup_root.v2.clone(),
+        });
+    }
     let v1 = memberships
         .into_iter()
         .filter(|(controllers, _)| !controllers.is_empty())
@@ -163,6 +296,9 @@ pub struct CgroupRoot {
     pub v2: PathBuf,
     /// (controllers as named in /proc/PID/cgroup, mount point)
     pub v1: Vec<(String, PathBuf)>,
+    /// Set when the hierarchies were mounted from this process's cgroup namespace (a sidecar's
+    /// view of its target), whose `/proc/PID/cgroup` paths they match.
+    pub namespace_of: Option<u32>,
 }
 
 impl CgroupRoot {
@@ -202,7 +338,56 @@ impl CgroupRoot {
             }
         }
         let v2 = v2.ok_or(TargetError::NoCgroupV2)?;
-        Ok(Self { v2, v1 })
+        Ok(Self {
+            v2,
+            v1,
+            namespace_of: None,
+        })
+    }
+
+    /// The host's cgroup hierarchy mounted at `path` (`--cgroup-root`, e.g. a hostPath volume):
+    /// a cgroup2 mount, or a hybrid host's `/sys/fs/cgroup` with v2 in `unified/` and the v1
+    /// hierarchies beside it.
+    pub fn at(path: &Path) -> Result<Self, TargetError> {
+        if path.join("cgroup.controllers").is_file() {
+            return Ok(Self {
+                v2: path.to_owned(),
+                v1: Vec::new(),
+                namespace_of: None,
+            });
+        }
+        let unified = path.join("unified");
+        if !unified.join("cgroup.controllers").is_file() {
+            return Err(TargetError::NotV2Root(path.to_owned()));
+        }
+        let mut v1: Vec<(String, PathBuf)> = fs::read_dir(path)
+            .map_err(|source| TargetError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            // Real directories only: `cpu` and `cpuacct` are often links to `cpu,cpuacct`.
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|entry| entry.path().join("cgroup.procs").is_file() && entry.path() != unified)
+            .map(|entry| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
+            .collect();
+        v1.sort();
+        Ok(Self {
+            v2: unified,
+            v1,
+            namespace_of: None,
+        })
+    }
+
+    /// The hierarchy as process `pid`'s cgroup namespace sees it, mounted by chaos-user (see
+    /// `namespace.rs`): how a sidecar sees the container whose pid namespace it shares.
+    pub fn seen_from(pid: u32) -> Result<Self, TargetError> {
+        namespace::view_of(pid)
     }
 
     /// A cgroup path as the user or `/proc/PID/cgroup` gives it, made absolute under the v2 root.
@@ -277,6 +462,35 @@ mod tests {
             CgroupRoot::from_mountinfo(&only_v1),
             Err(TargetError::NoCgroupV2)
         ));
+    }
+
+    #[test]
+    fn cgroup_root_flag_takes_a_cgroup2_mount_or_a_hybrid_hosts_tree() {
+        let base = std::env::temp_dir().join(format!("syschaos-root-{}", std::process::id()));
+        let touch = |path: &str| {
+            let path = base.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, "").unwrap();
+        };
+        touch("v2/cgroup.controllers");
+        touch("hybrid/unified/cgroup.controllers");
+        touch("hybrid/unified/cgroup.procs");
+        touch("hybrid/memory/cgroup.procs");
+        touch("hybrid/cpu,cpuacct/cgroup.procs");
+        fs::create_dir_all(base.join("v1-only/memory")).unwrap();
+
+        let pure = CgroupRoot::at(&base.join("v2")).unwrap();
+        assert_eq!(pure.v2, base.join("v2"));
+        assert!(pure.v1.is_empty());
+        let hybrid = CgroupRoot::at(&base.join("hybrid")).unwrap();
+        assert_eq!(hybrid.v2, base.join("hybrid/unified"));
+        let names: Vec<&str> = hybrid.v1.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cpu,cpuacct", "memory"]);
+        assert!(matches!(
+            CgroupRoot::at(&base.join("v1-only")),
+            Err(TargetError::NotV2Root(_))
+        ));
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::{chaos_user_bin, wait_for};
 pub struct Attach {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<Vec<String>>>,
     pub metrics_port: u16,
 }
 
@@ -18,25 +19,39 @@ impl Attach {
     /// Starts `chaos-user attach ARGS --quiet --metrics-addr 127.0.0.1:PORT` and waits until it
     /// says it is attached.
     pub fn start(args: &[&str]) -> Self {
-        Self::run("attach", args)
+        Self::run("attach", args, &["--quiet"])
     }
 
     /// The same with `chaos-user inject ARGS`.
     pub fn inject(args: &[&str]) -> Self {
-        Self::run("inject", args)
+        Self::run("inject", args, &["--quiet"])
     }
 
-    fn run(subcommand: &str, args: &[&str]) -> Self {
+    /// `chaos-user trace ARGS`; its output lines are in [`Attach::stdout`].
+    pub fn trace(args: &[&str]) -> Self {
+        Self::run("trace", args, &[])
+    }
+
+    fn run(subcommand: &str, args: &[&str], extra: &[&str]) -> Self {
         let metrics_port = crate::free_port();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut child = Command::new(chaos_user_bin())
             .arg(subcommand)
             .args(args)
-            .args(["--quiet", "--metrics-addr", &metrics_addr])
-            .stdout(Stdio::null())
+            .args(extra)
+            .args(["--metrics-addr", &metrics_addr])
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start chaos-user");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let out_pipe = child.stdout.take().expect("piped stdout");
+        let out_sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push(line);
+            }
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
@@ -49,6 +64,7 @@ impl Attach {
         let mut attach = Self {
             child,
             stderr,
+            stdout,
             metrics_port,
         };
         wait_for("chaos-user to attach", Duration::from_secs(30), || {
@@ -58,6 +74,11 @@ impl Attach {
             attach.stderr().contains("syschaos: attached").then_some(())
         });
         attach
+    }
+
+    /// What it printed on stdout so far, a line each.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn stderr(&self) -> String {
@@ -115,4 +136,22 @@ pub fn run_chaos_user(args: &[&str], configure: impl FnOnce(&mut Command)) -> (E
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `chaos-user ARGS`, which must fail with exactly one error line containing `expected`
+/// and leave no program of ours loaded.
+pub fn assert_refused(args: &[&str], expected: &str, configure: impl FnOnce(&mut Command)) {
+    let floor = crate::newest_program_id();
+    let (status, stderr) = run_chaos_user(args, configure);
+    assert!(!status.success(), "chaos-user {args:?} succeeded");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("chaos-user: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        errors[0].contains(expected),
+        "expected `{expected}` in: {stderr}"
+    );
+    crate::assert_no_programs_since(floor);
 }

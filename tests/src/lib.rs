@@ -30,6 +30,11 @@ pub fn workload_image() -> String {
     std::env::var("SYSCHAOS_WORKLOAD_IMAGE").unwrap_or_else(|_| "syschaos-workload:test".into())
 }
 
+/// The `FROM scratch` image holding `chaos-user` (`cargo xtask image`).
+pub fn syschaos_image() -> String {
+    std::env::var("SYSCHAOS_IMAGE").unwrap_or_else(|_| "syschaos:latest".into())
+}
+
 fn env_path(variable: &str, default_in_workspace: &str) -> PathBuf {
     let path = std::env::var_os(variable)
         .map(PathBuf::from)

@@ -1,27 +1,13 @@
 //! Bad input: one clear error line, a non-zero exit, and nothing left attached.
 use std::{os::unix::process::CommandExt as _, process::Command};
 
-use tests::{
-    assert_no_programs_since, attach::run_chaos_user, docker::Container, newest_program_id,
-};
+use tests::{attach::assert_refused, docker::Container};
 
 /// Runs `chaos-user attach ARGS` and checks the one error line it must print.
 fn refused(args: &[&str], expected: &str, configure: impl FnOnce(&mut Command)) {
-    let floor = newest_program_id();
     let mut full = vec!["attach", "--quiet", "--duration", "5s"];
     full.extend_from_slice(args);
-    let (status, stderr) = run_chaos_user(&full, configure);
-    assert!(!status.success(), "chaos-user {full:?} succeeded");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("chaos-user: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    assert!(
-        errors[0].contains(expected),
-        "expected `{expected}` in: {stderr}"
-    );
-    assert_no_programs_since(floor);
+    assert_refused(&full, expected, configure);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tests::{
     CallOutcome, assert_no_programs_since,
-    attach::{Attach, run_chaos_user},
+    attach::{Attach, assert_refused, run_chaos_user},
     docker::{Container, docker},
     newest_program_id, wait_for,
 };
@@ -28,6 +28,18 @@ fn injections(
             ("engine", engine),
         ],
     )
+}
+
+/// What the monitor counted as connect failing with ECONNREFUSED.
+fn refused_connects(attach: &Attach, target: &str) -> Option<f64> {
+    let labels = [
+        ("target", target),
+        ("syscall", "connect"),
+        ("errno", "ECONNREFUSED"),
+    ];
+    attach
+        .metrics()
+        .value("syschaos_syscall_errors_total", &labels)
 }
 
 fn failures(errno: i32, count: u64, failed_at: Vec<u64>, calls: u64) -> CallOutcome {
@@ -75,15 +87,7 @@ fn connect_fails_with_the_asked_errno_in_the_target_only() {
         Some(20.0)
     );
     // The monitor sees the failures the workload saw.
-    let errors = attach.metrics().value(
-        "syschaos_syscall_errors_total",
-        &[
-            ("target", &web.name),
-            ("syscall", "connect"),
-            ("errno", "ECONNREFUSED"),
-        ],
-    );
-    assert_eq!(errors, Some(20.0));
+    assert_eq!(refused_connects(&attach, &web.name), Some(20.0));
 }
 
 #[test]
@@ -261,15 +265,7 @@ fn a_second_injector_on_the_same_target_is_refused_and_a_monitor_coexists() {
 
     let monitor = Attach::start(&["--container", &web.name]);
     assert_eq!(web.trigger_round(1).outcome("connect").failed, 4);
-    let errors = monitor.metrics().value(
-        "syschaos_syscall_errors_total",
-        &[
-            ("target", &web.name),
-            ("syscall", "connect"),
-            ("errno", "ECONNREFUSED"),
-        ],
-    );
-    assert_eq!(errors, Some(4.0));
+    assert_eq!(refused_connects(&monitor, &web.name), Some(4.0));
 }
 
 #[test]
@@ -293,21 +289,9 @@ fn attach_can_inject_too() {
 
 /// `chaos-user inject ARGS` must fail with one error line containing `expected`, leaving nothing.
 fn refused(args: &[&str], expected: &str) {
-    let floor = newest_program_id();
     let mut full = vec!["inject", "--quiet", "--no-metrics", "--duration", "5s"];
     full.extend_from_slice(args);
-    let (status, stderr) = run_chaos_user(&full, |_| {});
-    assert!(!status.success(), "chaos-user {full:?} succeeded");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("chaos-user: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    assert!(
-        errors[0].contains(expected),
-        "expected `{expected}` in: {stderr}"
-    );
-    assert_no_programs_since(floor);
+    assert_refused(&full, expected, |_| {});
 }
 
 #[test]
@@ -371,10 +355,22 @@ fn bad_rules_are_refused_before_anything_is_attached() {
         ]),
         "no engine can inject openat errors on this kernel: cgroup-sock: covers only connect, bind, sendto, sendmsg, socket",
     );
-    // No in-kernel engine covers fsync on this host kernel (no kprobes, no BPF LSM).
+    // No in-kernel engine covers fsync on this host kernel (no kprobes, no BPF LSM); auto would
+    // pick ptrace (tests/tests/inject_ptrace.rs), a forced in-kernel engine is refused.
     refused(
-        &with(&["--syscall", "fsync", "--errno", "EIO"]),
+        &with(&["--syscall", "fsync", "--errno", "EIO", "--engine", "kprobe"]),
         "no engine can inject fsync errors on this kernel: kprobe:",
+    );
+    refused(
+        &with(&[
+            "--syscall",
+            "getppid",
+            "--delay",
+            "10ms",
+            "--engine",
+            "kprobe",
+        ]),
+        "engine kprobe cannot delay calls",
     );
     refused(
         &with(&["--rule", "connect=EPERM", "--rule", "connect=EACCES"]),

@@ -1,14 +1,31 @@
 //! `cargo xtask bench ...`
-use clap::Subcommand;
+mod harness;
+pub mod inject;
+mod monitor;
+
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
     /// dd bs=1 in a cgroup: bare, under chaos-user attach, and under equivalent bpftrace scripts.
-    Monitor,
+    Monitor(MonitorArgs),
+    /// The same injection by chaos-user's ptrace engine and by strace -e inject, on dd bs=1.
+    Ptrace(crate::bench_ptrace::PtraceArgs),
+    /// getppid and connect under chaos-user inject (1, 1000 rules), attach and strace -e inject.
+    Inject(inject::InjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// dd runs per configuration; the table shows the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
-        Bench::Monitor => anyhow::bail!("bench monitor: not written yet"),
+        Bench::Monitor(args) => monitor::run(&args),
+        Bench::Ptrace(args) => crate::bench_ptrace::run(&args),
+        Bench::Inject(args) => inject::run(&args),
     }
 }

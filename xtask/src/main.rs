@@ -1,9 +1,11 @@
 //! Developer tasks: `cargo xtask demo | test | bench | vm-test`.
 mod bench;
+mod bench_ptrace;
 mod build;
 mod cgroup;
 mod demo;
 mod dockerd;
+mod image;
 mod test;
 mod vm;
 
@@ -27,6 +29,8 @@ enum Command {
     Bench(bench::Bench),
     /// Boot the test kernels under QEMU and run the in-VM tests.
     VmTest(vm::VmTestArgs),
+    /// Build the `syschaos` image: FROM scratch, the static chaos-user only.
+    Image(image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Bench(bench) => bench::run(bench),
         Command::VmTest(args) => vm::run(args),
+        Command::Image(args) => image::run(args),
     }
 }

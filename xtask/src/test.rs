@@ -22,17 +22,26 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     let (_, workload) = build::static_binaries()?;
     dockerd::ensure_running()?;
     dockerd::build_scratch_image(WORKLOAD_IMAGE, &workload)?;
+    crate::image::build_image(crate::image::TAG)?;
 
     // Integration tests share the kernel and Docker: one at a time keeps counts and checks exact.
     let mut cargo_test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo_test
         .current_dir(build::workspace_root())
-        .args(["test", "--release", "--workspace"])
+        // chaos-ebpf builds only for the BPF target (through chaos-user), never as a host test.
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "chaos-ebpf",
+        ])
         .args(&args.cargo_test_args)
         .args(["--", "--test-threads=1"])
         .env("SYSCHAOS_CHAOS_USER", &chaos_user)
         .env("SYSCHAOS_WORKLOAD", &workload)
-        .env("SYSCHAOS_WORKLOAD_IMAGE", WORKLOAD_IMAGE);
+        .env("SYSCHAOS_WORKLOAD_IMAGE", WORKLOAD_IMAGE)
+        .env("SYSCHAOS_IMAGE", crate::image::TAG);
     build::run(&mut cargo_test)?;
 
     if !args.skip_vm {

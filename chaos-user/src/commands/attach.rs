@@ -12,7 +12,8 @@ pub struct AttachArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Also inject: SYSCALL=ERRNO_OR_SIGNAL[,probability=P][,nth=N|,count=N][,path-prefix=P]
-    /// [,duration=D][,engine=E] (repeatable), e.g. openat=EACCES,probability=0.5
+    /// [,duration=D][,delay=D][,engine=E] (repeatable), e.g. openat=EACCES,probability=0.5;
+    /// SYSCALL,delay=D[,...] delays the call without an errno (ptrace engine)
     #[arg(long = "inject", value_name = "RULE")]
     pub inject: Vec<String>,
     /// A file of such rules, one per line (# starts a comment).

@@ -23,10 +23,11 @@ use crate::{
         rule::RuleSpec,
     },
     live, metrics,
-    monitor::Monitor,
+    monitor::{LoadOptions, Monitor, TraceOptions},
     session::Session,
     snapshot::Snapshot,
     target::{self, CgroupRoot, Target, TargetSpec},
+    trace::reader::TraceReader,
 };
 
 #[derive(Debug, Args)]
@@ -40,6 +41,21 @@ pub struct TargetArgs {
     /// A process whose cgroup to watch (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Watch the container whose pid namespace this one shares (a sidecar started with
+    /// `--pid=container:X`): the cgroup of its pid 1, seen from that process's cgroup namespace.
+    #[arg(long, conflicts_with_all = ["containers", "cgroups", "pids", "pod_uids", "cgroup_globs"])]
+    pub shared_pid_namespace: bool,
+    /// Every container of the Kubernetes pod with this UID on this node (repeatable).
+    #[arg(long = "pod-uid", value_name = "UID")]
+    pub pod_uids: Vec<String>,
+    /// Every cgroup matching this glob, relative to the cgroup v2 root (repeatable), e.g.
+    /// 'kubepods.slice/*/*pod1234*.slice/*.scope'.
+    #[arg(long = "cgroup-glob", value_name = "PATTERN")]
+    pub cgroup_globs: Vec<String>,
+    /// The host's cgroup hierarchy, where /proc/self/mountinfo does not tell (e.g. a volume at
+    /// /host/cgroup): a cgroup2 mount, or a hybrid host's /sys/fs/cgroup.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl TargetArgs {
@@ -47,7 +63,26 @@ impl TargetArgs {
         let containers = self.containers.iter().cloned().map(TargetSpec::Container);
         let cgroups = self.cgroups.iter().cloned().map(TargetSpec::Cgroup);
         let pids = self.pids.iter().copied().map(TargetSpec::Pid);
-        containers.chain(cgroups).chain(pids).collect()
+        let shared = self
+            .shared_pid_namespace
+            .then_some(TargetSpec::SharedPidNamespace);
+        let pods = self.pod_uids.iter().cloned().map(TargetSpec::PodUid);
+        let globs = self.cgroup_globs.iter().cloned();
+        let specs = containers.chain(cgroups).chain(pids).chain(shared);
+        specs
+            .chain(pods)
+            .chain(globs.map(TargetSpec::CgroupGlob))
+            .collect()
+    }
+
+    /// Where the cgroup hierarchy is: `--cgroup-root`, a sidecar's view of its target's
+    /// namespace, or the mount /proc/self/mountinfo shows.
+    fn cgroup_root(&self) -> Result<CgroupRoot, target::TargetError> {
+        match &self.cgroup_root {
+            Some(path) => CgroupRoot::at(path),
+            None if self.shared_pid_namespace => CgroupRoot::seen_from(1),
+            None => CgroupRoot::discover(),
+        }
     }
 }
 
@@ -72,6 +107,11 @@ pub struct OutputArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Time one call in N per thread (default: every call). Counts and errors stay exact; the
+    /// latency histogram becomes an estimate (each timed call weighs N). Saves two clock reads
+    /// per untimed call.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub latency_sample: u32,
 }
 
 enum Output {
@@ -88,11 +128,31 @@ pub async fn run(
     rules: Vec<RuleSpec>,
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
+    run_with(targets, rules, output, None).await
+}
+
+/// Which calls `chaos-user trace` prints.
+#[derive(Debug, Clone, Default)]
+pub struct TraceSelection {
+    /// Syscall numbers; None: all.
+    pub syscalls: Option<Vec<u32>>,
+    pub options: TraceOptions,
+}
+
+/// [`run`], printing each call of the traced syscalls instead of the live view when `trace`.
+pub async fn run_with(
+    targets: &TargetArgs,
+    rules: Vec<RuleSpec>,
+    output: &OutputArgs,
+    trace: Option<TraceSelection>,
+) -> anyhow::Result<()> {
     let specs = targets.specs();
     if specs.is_empty() {
-        bail!("nothing to attach to: give --container NAME, --cgroup PATH or --pid PID");
+        bail!(
+            "nothing to attach to: give --container NAME, --cgroup PATH, --pid PID, --pod-uid UID, --cgroup-glob PATTERN or --shared-pid-namespace"
+        );
     }
-    let cgroup_root = CgroupRoot::discover()?;
+    let cgroup_root = targets.cgroup_root()?;
     let targets = resolve_all(&specs, &cgroup_root).await?;
     check_one_rule_per_syscall(&targets, &rules)?;
     let listener = match output.no_metrics {
@@ -104,7 +164,23 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let inject = !rules.is_empty();
-    let mut monitor = Monitor::load(inject)?;
+    let mut monitor = Monitor::load_with(&LoadOptions {
+        inject,
+        // Tracing shows every call already; HTTP counting is for the monitor's views.
+        http: trace.is_none(),
+        trace: trace.as_ref().map(|selection| selection.options),
+        latency_sample: output.latency_sample,
+    })?;
+    let mut trace_reader = match (&trace, monitor.trace.as_mut()) {
+        (Some(selection), Some(maps)) => {
+            maps.select(selection.syscalls.as_deref())?;
+            let ring = maps
+                .take_events()
+                .context("the trace ring buffer was taken already")?;
+            Some(TraceReader::new(ring, output.json)?)
+        }
+        _ => None,
+    };
     let mut planned = Vec::new();
     let mut _locks = Vec::new();
     if inject {
@@ -140,6 +216,9 @@ pub async fn run(
         let expires_ns = limit.map_or(0, |limit| now + limit.as_nanos() as u64);
         session.install(rule, expires_ns)?;
     }
+    // The ptrace engine's tracer detaches on every way out of here, errors and panics included.
+    let _ptrace = StopPtraceOnDrop(session.clone());
+    session.start_ptrace()?;
     session.start()?;
     let metrics_url = match listener {
         Some(listener) => format!(
@@ -163,7 +242,9 @@ pub async fn run(
         );
     }
 
-    let output_mode = if output.json {
+    let output_mode = if trace_reader.is_some() {
+        Output::Quiet
+    } else if output.json {
         Output::Json
     } else if output.quiet {
         Output::Quiet
@@ -190,6 +271,7 @@ pub async fn run(
                 show(&output_mode, previous.as_ref(), &now, &header)?;
                 previous = Some(now);
             }
+            result = next_trace_batch(&mut trace_reader, &session) => result?,
             Some(event) = next_event(&mut events) => {
                 if let Some(reason) = follow(&session, &cgroup_root, event).await? {
                     break reason;
@@ -200,6 +282,7 @@ pub async fn run(
             _ = terminate.recv() => break "SIGTERM".to_owned(),
         }
     };
+    session.stop_ptrace();
     let last = session.snapshot()?;
     // Dropping the session drops the Ebpf object: programs detached, rules gone, maps freed.
     drop(session);
@@ -215,8 +298,26 @@ pub async fn run(
             );
         }
     }
+    if let Some(reader) = &trace_reader {
+        let dropped: u64 = last.targets.iter().filter_map(|t| t.trace_drops).sum();
+        eprintln!(
+            "syschaos: trace: {} calls shown, {dropped} dropped",
+            reader.shown
+        );
+    }
     eprintln!("syschaos: detached ({reason})");
     Ok(())
+}
+
+/// Prints the next batch of traced calls (never returns when not tracing).
+async fn next_trace_batch(
+    reader: &mut Option<TraceReader>,
+    session: &Session,
+) -> anyhow::Result<()> {
+    match reader {
+        Some(reader) => reader.print_next(|slot| session.label(slot)).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn resolve_all(
@@ -225,16 +326,17 @@ async fn resolve_all(
 ) -> anyhow::Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::new();
     for spec in specs {
-        let target = target::resolve(spec, cgroup_root).await?;
-        if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
-            bail!(
-                "{} and {} are the same cgroup ({}): give it once",
-                twin.label,
-                target.label,
-                target.cgroup.v2.display()
-            );
+        for target in target::resolve_many(spec, cgroup_root).await? {
+            if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
+                bail!(
+                    "{} and {} are the same cgroup ({}): give it once",
+                    twin.label,
+                    target.label,
+                    target.cgroup.v2.display()
+                );
+            }
+            targets.push(target);
         }
-        targets.push(target);
     }
     Ok(targets)
 }
@@ -252,6 +354,15 @@ fn check_one_rule_per_syscall(targets: &[Target], rules: &[RuleSpec]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Detaches the ptrace engine when dropped: no tracee may outlive the session stopped.
+struct StopPtraceOnDrop(Arc<Session>);
+
+impl Drop for StopPtraceOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_ptrace();
+    }
 }
 
 fn describe_rules(rules: &[InstalledRule]) -> String {
@@ -277,6 +388,9 @@ fn describe_rules(rules: &[InstalledRule]) -> String {
             }
             if let Some(prefix) = &rule.path_prefix {
                 text.push_str(&format!(" path-prefix={prefix}"));
+            }
+            if let Some(delay) = rule.delay {
+                text.push_str(&format!(" delay={}", humantime::format_duration(delay)));
             }
             text
         })

@@ -100,8 +100,4 @@ fn print_text(report: &Report) {
         println!("  {:<12} {state}", engine.engine.name());
         println!("  {:<12} covers: {}", "", engine.covers);
     }
-    println!(
-        "  {:<12} not available yet (syscalls no in-kernel engine covers are refused)",
-        "ptrace"
-    );
 }

@@ -1,5 +1,6 @@
-//! `chaos-user inject`: make chosen syscalls of a target fail, decided in the kernel.
-use std::path::PathBuf;
+//! `chaos-user inject`: make chosen syscalls of a target fail or wait, decided in the kernel (or
+//! by the ptrace engine: delays, and errnos no in-kernel engine covers).
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use clap::Args;
@@ -35,10 +36,15 @@ pub struct InjectArgs {
     /// Only calls whose path argument starts with this.
     #[arg(long)]
     pub path_prefix: Option<String>,
-    /// auto, kprobe, lsm, cgroup-sock or signal.
+    /// Hold each perturbed call this long before it runs (or fails with --errno), e.g. 10ms.
+    /// Without --errno the call then runs normally. Runs on the ptrace engine.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "signal")]
+    pub delay: Option<Duration>,
+    /// auto, kprobe, lsm, cgroup-sock, signal or ptrace.
     #[arg(long, default_value = "auto")]
     pub engine: String,
-    /// More rules, inline: SYSCALL=ERRNO_OR_SIGNAL[,key=value...] (repeatable).
+    /// More rules, inline: SYSCALL=ERRNO_OR_SIGNAL[,key=value...] or SYSCALL,delay=D[,...]
+    /// (repeatable).
     #[arg(long = "rule", value_name = "RULE")]
     pub inline: Vec<String>,
     /// A file of inline rules, one per line (# starts a comment).
@@ -58,7 +64,7 @@ pub async fn run(args: InjectArgs) -> anyhow::Result<()> {
     }
     if rules.is_empty() {
         bail!(
-            "no rule: give --syscall NAME with --errno ERRNO (or --signal SIG), --rule or --rules FILE"
+            "no rule: give --syscall NAME with --errno ERRNO, --delay D or --signal SIG; --rule or --rules FILE"
         );
     }
     common::run(&args.targets, rules, &args.output).await
@@ -67,15 +73,17 @@ pub async fn run(args: InjectArgs) -> anyhow::Result<()> {
 /// The rules the --syscall/--errno/--signal flags describe.
 fn flag_rules(args: &InjectArgs) -> anyhow::Result<Vec<RuleSpec>> {
     if args.syscalls.is_empty() {
-        if !args.errnos.is_empty() || args.signal.is_some() {
-            bail!("--errno/--signal need a --syscall");
+        if !args.errnos.is_empty() || args.signal.is_some() || args.delay.is_some() {
+            bail!("--errno/--delay/--signal need a --syscall");
         }
         return Ok(Vec::new());
     }
     let faults: Vec<Fault> = match (&args.signal, args.errnos.as_slice()) {
         (Some(signal), _) => vec![Fault::Signal(rule::parse_signal(signal)?)],
+        // A delay alone: the call runs after it.
+        (None, []) if args.delay.is_some() => vec![Fault::Delay],
         (None, []) => bail!(
-            "give --errno ERRNO or --signal SIGNAL for --syscall {}",
+            "give --errno ERRNO, --delay DURATION or --signal SIGNAL for --syscall {}",
             args.syscalls[0]
         ),
         (None, errnos) => errnos
@@ -100,6 +108,7 @@ fn flag_rules(args: &InjectArgs) -> anyhow::Result<Vec<RuleSpec>> {
             rule.nth = args.nth;
             rule.count = args.count;
             rule.path_prefix = args.path_prefix.clone();
+            rule.delay = args.delay;
             rule.engine = engine;
             Ok(rule.validate()?)
         })

@@ -3,3 +3,6 @@ pub mod attach;
 mod common;
 pub mod doctor;
 pub mod inject;
+pub mod plan;
+pub mod run;
+pub mod trace;

@@ -20,13 +20,16 @@ pub enum Engine {
     CgroupSock,
     /// `bpf_send_signal_thread` at syscall entry.
     Signal,
+    /// A tracer thread in chaos-user (`crate::ptrace`): any syscall, errno and/or delay.
+    Ptrace,
 }
 
-pub const ALL_ENGINES: [Engine; 4] = [
+pub const ALL_ENGINES: [Engine; 5] = [
     Engine::Kprobe,
     Engine::Lsm,
     Engine::CgroupSock,
     Engine::Signal,
+    Engine::Ptrace,
 ];
 
 impl Engine {
@@ -36,6 +39,7 @@ impl Engine {
             Engine::Lsm => "lsm",
             Engine::CgroupSock => "cgroup-sock",
             Engine::Signal => "signal",
+            Engine::Ptrace => "ptrace",
         }
     }
 
@@ -46,6 +50,8 @@ impl Engine {
             Engine::Lsm => chaos_common::ENGINE_LSM,
             Engine::CgroupSock => chaos_common::ENGINE_CGROUP_SOCK,
             Engine::Signal => chaos_common::ENGINE_SIGNAL,
+            // Never in the kernel's rule map: no kernel hook takes this value.
+            Engine::Ptrace => u32::MAX,
         }
     }
 
@@ -56,6 +62,7 @@ impl Engine {
             Engine::Lsm => LSM_COVERAGE.iter().map(|(syscalls, _)| syscalls.join(", ")).collect::<Vec<_>>().join(", "),
             Engine::CgroupSock => CGROUP_SOCK_COVERAGE.iter().map(|(syscall, _)| *syscall).collect::<Vec<_>>().join(", "),
             Engine::Signal => "any syscall (signals only: --signal)".into(),
+            Engine::Ptrace => "any syscall of 64-bit tracees: errno (the call is skipped) and/or a delay before the call; every call of the target stops in chaos-user, so it costs microseconds per call (auto picks it for delays and for errnos no in-kernel engine covers)".into(),
         }
     }
 
@@ -63,7 +70,7 @@ impl Engine {
     pub fn programs(self, syscall: &str) -> Option<Vec<&'static str>> {
         match self {
             Engine::Kprobe => Some(vec![chaos_common::PROG_INJECT_KPROBE]),
-            Engine::Signal => Some(Vec::new()),
+            Engine::Signal | Engine::Ptrace => Some(Vec::new()),
             Engine::Lsm => LSM_COVERAGE
                 .iter()
                 .find(|(syscalls, _)| syscalls.contains(&syscall))
@@ -203,6 +210,7 @@ pub struct Capabilities {
     pub lsm: Result<(), String>,
     pub cgroup_sock: Result<(), String>,
     pub signal: Result<(), String>,
+    pub ptrace: Result<(), String>,
 }
 
 impl Capabilities {
@@ -212,6 +220,7 @@ impl Capabilities {
             Engine::Lsm => &self.lsm,
             Engine::CgroupSock => &self.cgroup_sock,
             Engine::Signal => &self.signal,
+            Engine::Ptrace => &self.ptrace,
         }
     }
 
@@ -233,8 +242,18 @@ impl Capabilities {
             EngineChoice::Forced(Engine::Signal) => {
                 return Err(InjectError::SignalEngineNeedsSignal);
             }
+            // Only a tracer can hold a thread before its call (BPF programs cannot sleep).
+            EngineChoice::Forced(engine) if rule.delay.is_some() && engine != Engine::Ptrace => {
+                return Err(InjectError::DelayNeedsPtrace(engine));
+            }
+            EngineChoice::Auto if rule.delay.is_some() => vec![Engine::Ptrace],
             EngineChoice::Forced(engine) => vec![engine],
-            EngineChoice::Auto => vec![Engine::Kprobe, Engine::Lsm, Engine::CgroupSock],
+            EngineChoice::Auto => vec![
+                Engine::Kprobe,
+                Engine::Lsm,
+                Engine::CgroupSock,
+                Engine::Ptrace,
+            ],
         };
         let mut reasons = Vec::new();
         for &engine in &candidates {
@@ -245,9 +264,6 @@ impl Capabilities {
                     reasons.push(format!("{engine}: covers only {}", engine.coverage()))
                 }
             }
-        }
-        if rule.engine == EngineChoice::Auto {
-            reasons.push("ptrace: not available yet".into());
         }
         Err(InjectError::NoEngine {
             syscall: rule.syscall.clone(),
@@ -261,6 +277,10 @@ mod tests {
     use super::*;
 
     fn caps(kprobe: bool, lsm: bool) -> Capabilities {
+        caps_with_ptrace(kprobe, lsm, true)
+    }
+
+    fn caps_with_ptrace(kprobe: bool, lsm: bool, ptrace: bool) -> Capabilities {
         let works = |ok: bool| {
             if ok {
                 Ok(())
@@ -273,6 +293,7 @@ mod tests {
             lsm: works(lsm),
             cgroup_sock: Ok(()),
             signal: Ok(()),
+            ptrace: works(ptrace),
         }
     }
 
@@ -287,13 +308,39 @@ mod tests {
             caps(false, false).choose(&connect).unwrap(),
             Engine::CgroupSock
         );
-        let error = caps(false, true).choose(&fsync).unwrap_err().to_string();
+        // No in-kernel engine covers fsync there: the tracer does.
+        assert_eq!(caps(false, true).choose(&fsync).unwrap(), Engine::Ptrace);
+        assert_eq!(caps(true, true).choose(&fsync).unwrap(), Engine::Kprobe);
+        let error = caps_with_ptrace(false, true, false)
+            .choose(&fsync)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("no engine can inject fsync errors"),
             "{error}"
         );
         assert!(error.contains("kprobe: not on this kernel"), "{error}");
         assert!(error.contains("lsm: covers only"), "{error}");
+        assert!(error.contains("ptrace: not on this kernel"), "{error}");
+    }
+
+    #[test]
+    fn delays_run_on_ptrace() {
+        let delay = RuleSpec::parse("openat,delay=10ms").unwrap();
+        let both = RuleSpec::parse("openat=EACCES,delay=10ms").unwrap();
+        // Even where kprobe could inject the errno, only ptrace can delay.
+        assert_eq!(caps(true, true).choose(&delay).unwrap(), Engine::Ptrace);
+        assert_eq!(caps(true, true).choose(&both).unwrap(), Engine::Ptrace);
+        let forced = RuleSpec::parse("openat=EACCES,delay=10ms,engine=kprobe").unwrap();
+        let error = caps(true, true).choose(&forced).unwrap_err().to_string();
+        assert!(error.contains("kprobe cannot delay calls"), "{error}");
+        let error = caps_with_ptrace(true, true, false)
+            .choose(&delay)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ptrace: not on this kernel"), "{error}");
+        let forced = RuleSpec::parse("getppid=EPERM,engine=ptrace").unwrap();
+        assert_eq!(caps(true, true).choose(&forced).unwrap(), Engine::Ptrace);
     }
 
     #[test]

@@ -4,12 +4,12 @@ use std::{collections::HashSet, fs::File, path::Path};
 
 use aya::{
     Btf,
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{CgroupAttachMode, KProbe, Lsm, Program},
 };
 use chaos_common::{
-    InjectRule, MAP_INJECT_RULES, MAP_INJECTIONS, NO_PATH_ARG, PATH_PREFIX_MAX, PROG_INJECT_KPROBE,
-    RuleKey,
+    InjectRule, MAP_INJECT_RULES, MAP_INJECTIONS, MAP_RULE_SYSCALLS, NO_PATH_ARG, PATH_PREFIX_MAX,
+    PROG_INJECT_KPROBE, RuleKey,
 };
 
 use super::{
@@ -21,6 +21,7 @@ use crate::monitor::{Monitor, MonitorError};
 
 pub struct InjectionMaps {
     rules: HashMap<MapData, RuleKey, InjectRule>,
+    rule_syscalls: Array<MapData, u8>,
     injections: PerCpuArray<MapData, u64>,
     /// Programs loaded, and attachments made, so far ("kprobe:__x64_sys_openat", ...).
     done: HashSet<String>,
@@ -32,6 +33,7 @@ impl InjectionMaps {
     ) -> Result<Self, MonitorError> {
         Ok(Self {
             rules: HashMap::try_from(take(MAP_INJECT_RULES)?)?,
+            rule_syscalls: Array::try_from(take(MAP_RULE_SYSCALLS)?)?,
             injections: PerCpuArray::try_from(take(MAP_INJECTIONS)?)?,
             done: HashSet::new(),
         })
@@ -62,6 +64,7 @@ impl Monitor {
             }),
             // The entry program that sends signals loaded with injection on, so the helper exists.
             signal: Ok(()),
+            ptrace: crate::ptrace::probe(),
         }
     }
 
@@ -156,7 +159,10 @@ impl Monitor {
         let maps = self.maps().map_err(attach_error)?;
         maps.rules
             .insert(key, value, 0)
-            .map_err(|e| attach_error(format!("rule map: {e}")))
+            .map_err(|e| attach_error(format!("rule map: {e}")))?;
+        maps.rule_syscalls
+            .set(key.syscall, 1, 0)
+            .map_err(|e| attach_error(format!("rule syscall map: {e}")))
     }
 
     fn attach_program(
@@ -190,7 +196,7 @@ impl Monitor {
                 }
                 .map_err(|e| e.to_string())
             }
-            Engine::Signal => Ok(()),
+            Engine::Signal | Engine::Ptrace => Ok(()),
         }
     }
 
@@ -222,6 +228,19 @@ impl Monitor {
         Ok(())
     }
 
+    /// Takes the rule of (cgroup, syscall) out of the kernel: matching calls run normally again.
+    pub fn remove_rule(&mut self, cgroup_id: u64, syscall: u32) -> Result<(), String> {
+        let key = RuleKey {
+            cgroup_id,
+            syscall,
+            _pad: 0,
+        };
+        match self.maps()?.rules.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(format!("rule map: {e}")),
+        }
+    }
+
     /// Injections made so far by the rule with this index, over all CPUs.
     pub fn injections(&self, index: u32) -> u64 {
         self.injection
@@ -245,6 +264,7 @@ fn short_error(error: impl std::fmt::Display) -> String {
             "not supported",
             "invalid",
             "Permission denied",
+            "should have been in",
         ]
         .iter()
         .any(|word| line.contains(word))
@@ -281,6 +301,8 @@ fn kernel_rule(rule: &InstalledRule, expires_ns: u64) -> (RuleKey, InjectRule) {
         errno_or_signal: match spec.fault {
             Fault::Errno(errno) => errno,
             Fault::Signal(signal) => signal as u32,
+            // Delays run on the ptrace engine, whose rules never reach the kernel.
+            Fault::Delay => 0,
         },
         path_arg: spec.path_arg.unwrap_or(NO_PATH_ARG),
         probability_threshold: probability_threshold(spec.probability),

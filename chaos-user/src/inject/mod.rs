@@ -17,7 +17,7 @@ pub enum InjectError {
     UnknownErrno(String),
     #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]
     UnknownSignal(String),
-    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal)")]
+    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal, ptrace)")]
     UnknownEngine(String),
     #[error("bad rule `{rule}`: {why}")]
     BadRule { rule: String, why: String },
@@ -51,6 +51,23 @@ pub enum InjectError {
         syscall: String,
         why: String,
     },
+    #[error("rule on {0}: a delay is given as delay=DURATION (e.g. delay=10ms), longer than 0")]
+    BadDelay(String),
+    #[error("rule on {0}: a signal rule cannot delay the call; give an errno, or a delay alone")]
+    SignalWithDelay(String),
+    #[error("engine {0} cannot delay calls: delays run on the ptrace engine")]
+    DelayNeedsPtrace(Engine),
+    #[error(
+        "{target}: thread {tid} is already traced by pid {tracer} ({tracer_name}); a thread has one tracer at a time: stop that tracer (a debugger, strace) or use an in-kernel engine"
+    )]
+    AlreadyTraced {
+        target: String,
+        tid: i32,
+        tracer: i32,
+        tracer_name: String,
+    },
+    #[error("ptrace engine: {0}")]
+    Ptrace(String),
     #[error("cannot take the injection lock {path}: {source}")]
     Lock {
         path: String,

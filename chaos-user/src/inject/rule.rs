@@ -1,5 +1,5 @@
-//! Perturbation rules as the user writes them: `SYSCALL=ERRNO_OR_SIGNAL[,key=value...]`, or the
-//! equivalent `inject` flags. Parsing and validation happen before anything is attached.
+//! Perturbation rules as the user writes them: `SYSCALL=ERRNO_OR_SIGNAL[,key=value...]`, or
+//! `SYSCALL,delay=D[,key=value...]` for a delay alone, or the equivalent `inject` flags. Parsing and validation happen before anything is attached.
 use std::{str::FromStr as _, time::Duration};
 
 use nix::sys::signal::Signal;
@@ -13,6 +13,8 @@ use crate::names;
 pub enum Fault {
     Errno(u32),
     Signal(Signal),
+    /// No errno: the call runs, after the rule's delay.
+    Delay,
 }
 
 impl Fault {
@@ -21,6 +23,7 @@ impl Fault {
         match self {
             Fault::Errno(errno) => names::errno_name(*errno),
             Fault::Signal(signal) => signal.as_str().to_owned(),
+            Fault::Delay => "delay".to_owned(),
         }
     }
 }
@@ -38,6 +41,8 @@ pub struct RuleSpec {
     pub path_arg: Option<u32>,
     /// How long the rule applies, from the start of the injection.
     pub duration: Option<Duration>,
+    /// Hold the call this long before it runs (or fails with the errno): ptrace engine.
+    pub delay: Option<Duration>,
     pub engine: EngineChoice,
 }
 
@@ -55,11 +60,13 @@ impl RuleSpec {
             path_prefix: None,
             path_arg: None,
             duration: None,
+            delay: None,
             engine: EngineChoice::Auto,
         })
     }
 
-    /// `openat=EACCES,probability=0.5,count=10,path-prefix=/data,engine=kprobe,duration=30s`
+    /// `openat=EACCES,probability=0.5,count=10,path-prefix=/data,engine=kprobe,duration=30s`;
+    /// `getppid,delay=10ms` (a delay alone), `fsync=EIO,delay=1s` (both).
     pub fn parse(text: &str) -> Result<Self, InjectError> {
         let bad = |why: String| InjectError::BadRule {
             rule: text.to_owned(),
@@ -67,10 +74,16 @@ impl RuleSpec {
         };
         let mut parts = text.split(',').map(str::trim);
         let head = parts.next().unwrap_or("");
-        let (syscall, fault) = head
-            .split_once('=')
-            .ok_or_else(|| bad("expected SYSCALL=ERRNO or SYSCALL=SIGNAL first".into()))?;
-        let mut rule = Self::new(syscall, parse_fault(fault)?)?;
+        let mut rule = match head.split_once('=') {
+            Some((syscall, fault)) => Self::new(syscall, parse_fault(fault)?)?,
+            // A syscall alone: the rule delays it (a delay key must follow).
+            None if text.contains("delay=") => Self::new(head, Fault::Delay)?,
+            None => {
+                return Err(bad(
+                    "expected SYSCALL=ERRNO, SYSCALL=SIGNAL or SYSCALL,delay=DURATION first".into(),
+                ));
+            }
+        };
         for part in parts {
             let (key, value) = part
                 .split_once('=')
@@ -103,9 +116,15 @@ impl RuleSpec {
                     )
                 }
                 "engine" => rule.engine = value.parse()?,
+                "delay" => {
+                    rule.delay = Some(
+                        humantime::parse_duration(value)
+                            .map_err(|e| bad(format!("delay `{value}`: {e}")))?,
+                    )
+                }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key `{key}` (known: probability, nth, count, path-prefix, duration, engine)"
+                        "unknown key `{key}` (known: probability, nth, count, path-prefix, duration, delay, engine)"
                     )));
                 }
             }
@@ -140,6 +159,16 @@ impl RuleSpec {
             && !(1..4096).contains(&errno)
         {
             return Err(InjectError::UnknownErrno(errno.to_string()));
+        }
+        match (self.fault, self.delay) {
+            (_, Some(delay)) if delay.is_zero() => {
+                return Err(InjectError::BadDelay(self.syscall.clone()));
+            }
+            (Fault::Delay, None) => return Err(InjectError::BadDelay(self.syscall.clone())),
+            (Fault::Signal(_), Some(_)) => {
+                return Err(InjectError::SignalWithDelay(self.syscall.clone()));
+            }
+            _ => {}
         }
         Ok(self)
     }
@@ -214,6 +243,13 @@ mod tests {
         assert_eq!(rule.fault, Fault::Signal(Signal::SIGKILL));
         assert_eq!(rule.nth, Some(3));
         assert_eq!(RuleSpec::parse("read=5").unwrap().fault, Fault::Errno(5));
+        let rule = RuleSpec::parse("getppid,delay=10ms,probability=0.5").unwrap();
+        assert_eq!(rule.fault, Fault::Delay);
+        assert_eq!(rule.fault.name(), "delay");
+        assert_eq!(rule.delay, Some(Duration::from_millis(10)));
+        let rule = RuleSpec::parse("fsync=EIO,delay=1s").unwrap();
+        assert_eq!(rule.fault, Fault::Errno(libc::EIO as u32));
+        assert_eq!(rule.delay, Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -228,5 +264,9 @@ mod tests {
         assert!(error("openat=EACCES,nth=2,count=3").contains("either nth or count"));
         assert!(error("openat=EACCES,colour=red").contains("unknown key `colour`"));
         assert!(error("openat=EACCES,engine=magic").contains("unknown engine `magic`"));
+        assert!(error("getppid").contains("SYSCALL,delay=DURATION"));
+        assert!(error("getppid,delay=0ms").contains("longer than 0"));
+        assert!(error("getppid,delay=soon").contains("delay `soon`"));
+        assert!(error("fsync=SIGKILL,delay=1s").contains("signal rule cannot delay"));
     }
 }

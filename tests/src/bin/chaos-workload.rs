@@ -14,9 +14,22 @@
 //!                                   across writes on purpose: 2xx as head + body (two write()s),
 //!                                   4xx as one writev(), 5xx as status line, headers, body.
 //!
+//!   chaos-workload serve --port P --docroot DIR --backend PORT
+//!                                   also `GET /file/NAME`: DIR/NAME opened with openat (retried on
+//!                                   EINTR), 200 with its content or 500; `GET /backend/PATH`: a
+//!                                   new connection to 127.0.0.1:PORT (std retries connect on
+//!                                   EINTR), `GET /PATH` there, its status passed on, or 502.
+//!   chaos-workload load --port P --get PATH [--get PATH...] [--requests N] [--interval-ms MS]
+//!                                   N GETs (default 1000) to 127.0.0.1:P, a connection each, the
+//!                                   paths in turn, one every MS; then {"requests":N,"codes":{..}}.
+//!
 //! CALLS, made in this order: --getppid N, --open-missing N (openat of --path, a missing file),
 //! --read N, --write N, --fsync N (on --file, created first), --connect N (TCP connects to a
-//! listener of its own on 127.0.0.1, inside its own network namespace).
+//! listener of its own on 127.0.0.1, inside its own network namespace), --time-getppid N (each
+//! getppid timed: the report adds min_ns, p50_ns, p99_ns, max_ns and `slow`, the calls that took
+//! --slow-us US or longer, default 1000), --thread-getppid N (N getppid in each of --threads T
+//! threads, default 4, created for the round), --fork-getppid N (N getppid in each of --forks F
+//! child processes, default 3, forked for the round). --wait-ms MS sleeps before the calls.
 //!
 //! `idle` prints {"ready":true} once SIGUSR1 is handled. Report: {"round":1,"calls":{"getppid":{"calls":N,"failed":F,"errnos":{"13":F},"failed_at":[..]},..}}
 //! (`round` is 0 for `calls`; `failed_at` lists 1-based call numbers, the first 100 of them).
@@ -29,17 +42,24 @@ use std::{
     time::Duration,
 };
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 9] = [
     "getppid",
     "open-missing",
     "read",
     "write",
     "fsync",
     "connect",
+    "time-getppid",
+    "thread-getppid",
+    "fork-getppid",
 ];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let site = match Site::take(&mut args) {
+        Ok(site) => site,
+        Err(e) => return usage(&e),
+    };
     let options = match Options::parse(args.get(1..).unwrap_or_default()) {
         Ok(options) => options,
         Err(e) => return usage(&e),
@@ -51,7 +71,8 @@ fn main() -> ExitCode {
         }
         Some("idle") => idle(&options),
         Some("loop") => run_loop(&options),
-        Some("serve") => serve(options.port),
+        Some("serve") => serve(options.port, site),
+        Some("load") => load(options.port, &site, options.interval),
         _ => usage("expected a mode: calls, idle or loop"),
     }
 }
@@ -59,7 +80,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--path P] [--file F] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -71,6 +92,10 @@ struct Options {
     data_file: CString,
     interval: Duration,
     port: u16,
+    threads: u64,
+    forks: u64,
+    slow: Duration,
+    wait: Duration,
 }
 
 impl Options {
@@ -81,6 +106,10 @@ impl Options {
             data_file: CString::new("chaos-workload.data").expect("no NUL"),
             interval: Duration::from_millis(100),
             port: 8080,
+            threads: 4,
+            forks: 3,
+            slow: Duration::from_millis(1),
+            wait: Duration::ZERO,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -95,6 +124,10 @@ impl Options {
                 "--path" => options.missing_path = path()?,
                 "--file" => options.data_file = path()?,
                 "--interval-ms" => options.interval = Duration::from_millis(number()?),
+                "--threads" => options.threads = number()?,
+                "--forks" => options.forks = number()?,
+                "--slow-us" => options.slow = Duration::from_micros(number()?),
+                "--wait-ms" => options.wait = Duration::from_millis(number()?),
                 "--port" => {
                     options.port = u16::try_from(number()?).map_err(|_| "--port: too large")?
                 }
@@ -124,19 +157,55 @@ struct Tally {
     calls: u64,
     errnos: BTreeMap<i32, u64>,
     failed_at: Vec<u64>,
+    /// Per-call latency in ns (timed kinds only).
+    latencies: Vec<u64>,
+    slow: Duration,
 }
 
 impl Tally {
     /// Records the outcome of call number `self.calls + 1`: `result < 0` is a failure with errno.
     fn record(&mut self, result: i64) {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+        self.record_errno((result < 0).then_some(errno));
+    }
+
+    fn record_errno(&mut self, errno: Option<i32>) {
         self.calls += 1;
-        if result < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+        if let Some(errno) = errno {
             *self.errnos.entry(errno).or_default() += 1;
             if self.failed_at.len() < 100 {
                 self.failed_at.push(self.calls);
             }
         }
+    }
+
+    /// Adds another thread's or process's calls (their call numbers are their own: not kept).
+    fn merge(&mut self, other: Tally) {
+        self.calls += other.calls;
+        for (errno, n) in other.errnos {
+            *self.errnos.entry(errno).or_default() += n;
+        }
+    }
+
+    /// min/p50/p99/max latency and the count of slow calls, for timed kinds.
+    fn latency_json(&self) -> String {
+        if self.latencies.is_empty() {
+            return String::new();
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let slow = sorted
+            .iter()
+            .filter(|&&ns| ns >= self.slow.as_nanos() as u64)
+            .count();
+        format!(
+            ",\"min_ns\":{},\"p50_ns\":{},\"p99_ns\":{},\"max_ns\":{},\"slow\":{slow}",
+            sorted[0],
+            at(0.5),
+            at(0.99),
+            sorted[sorted.len() - 1]
+        )
     }
 
     fn record_io(&mut self, result: std::io::Result<()>) {
@@ -160,11 +229,12 @@ impl Tally {
             .collect();
         let failed_at: Vec<String> = self.failed_at.iter().map(u64::to_string).collect();
         format!(
-            "{{\"calls\":{},\"failed\":{},\"errnos\":{{{}}},\"failed_at\":[{}]}}",
+            "{{\"calls\":{},\"failed\":{},\"errnos\":{{{}}},\"failed_at\":[{}]{}}}",
             self.calls,
             self.errnos.values().sum::<u64>(),
             errnos.join(","),
-            failed_at.join(",")
+            failed_at.join(","),
+            self.latency_json()
         )
     }
 }
@@ -172,6 +242,7 @@ impl Tally {
 /// Makes one round of calls and returns the JSON report.
 fn run_round(options: &Options, round: u64) -> String {
     let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    std::thread::sleep(options.wait);
     for _ in 0..options.count("getppid") {
         // SAFETY: no arguments; an injected fault shows as -1 with errno.
         let result = unsafe { libc::syscall(libc::SYS_getppid) };
@@ -198,6 +269,9 @@ fn run_round(options: &Options, round: u64) -> String {
             tallies.entry("connect").or_default(),
         );
     }
+    timed_getppid(options, &mut tallies);
+    threads_getppid(options, &mut tallies);
+    forks_getppid(options, &mut tallies);
     let mut json = format!("{{\"round\":{round},\"calls\":{{");
     for (i, (kind, tally)) in tallies.iter().enumerate() {
         let comma = if i > 0 { "," } else { "" };
@@ -251,6 +325,90 @@ fn file_calls(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
     }
 }
 
+fn getppid_errno() -> Option<i32> {
+    // SAFETY: no arguments; an injected fault shows as -1 with errno.
+    let result = unsafe { libc::syscall(libc::SYS_getppid) };
+    (result < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+}
+
+/// Each getppid timed on CLOCK_MONOTONIC (a vDSO read, no syscall of its own).
+fn timed_getppid(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let n = options.count("time-getppid");
+    if n == 0 {
+        return;
+    }
+    let tally = tallies.entry("time-getppid").or_default();
+    tally.slow = options.slow;
+    tally.latencies.reserve(n as usize);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        let errno = getppid_errno();
+        tally.latencies.push(start.elapsed().as_nanos() as u64);
+        tally.record_errno(errno);
+    }
+}
+
+/// getppid in threads created now (while a tracer may be attached).
+fn threads_getppid(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let n = options.count("thread-getppid");
+    if n == 0 {
+        return;
+    }
+    let threads: Vec<_> = (0..options.threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut tally = Tally::default();
+                for _ in 0..n {
+                    tally.record_errno(getppid_errno());
+                }
+                tally
+            })
+        })
+        .collect();
+    let total = tallies.entry("thread-getppid").or_default();
+    for thread in threads {
+        total.merge(thread.join().expect("a getppid thread"));
+    }
+}
+
+/// getppid in child processes forked now; each sends its errnos (0: success) through a pipe.
+fn forks_getppid(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let n = options.count("fork-getppid");
+    if n == 0 {
+        return;
+    }
+    let total = tallies.entry("fork-getppid").or_default();
+    for _ in 0..options.forks {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors; the child only makes syscalls, writes and exits
+        // (this process has no other thread at this point).
+        unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                total.record_errno(Some(-1));
+                continue;
+            }
+            let child = libc::fork();
+            if child == 0 {
+                libc::close(fds[0]);
+                for _ in 0..n {
+                    let errno = getppid_errno().unwrap_or(0);
+                    libc::write(fds[1], (&raw const errno).cast(), 4);
+                }
+                libc::_exit(0);
+            }
+            libc::close(fds[1]);
+            let mut errno = 0i32;
+            while libc::read(fds[0], (&raw mut errno).cast(), 4) == 4 {
+                total.record_errno((errno != 0).then_some(errno));
+            }
+            libc::close(fds[0]);
+            if child > 0 {
+                libc::waitpid(child, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 /// TCP connects to a listener of our own on 127.0.0.1 (works with `--network none`).
 fn connects(n: u64, tally: &mut Tally) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
@@ -284,7 +442,7 @@ fn run_loop(options: &Options) -> ExitCode {
     }
 }
 
-fn serve(port: u16) -> ExitCode {
+fn serve(port: u16, site: Site) -> ExitCode {
     install_exit_on_signal();
     let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
         Ok(listener) => listener,
@@ -295,13 +453,14 @@ fn serve(port: u16) -> ExitCode {
     };
     println!("{{\"ready\":true}}");
     for stream in listener.incoming().flatten() {
-        std::thread::spawn(move || serve_connection(stream));
+        let site = site.clone();
+        std::thread::spawn(move || serve_connection(stream, &site));
     }
     ExitCode::SUCCESS
 }
 
 /// Answers requests on one connection until the client closes it or asks to.
-fn serve_connection(stream: std::net::TcpStream) {
+fn serve_connection(stream: std::net::TcpStream, site: &Site) {
     use std::io::{BufRead as _, BufReader, IoSlice, Write as _};
     // Read and write through the same fd, as servers do (HTTP latency is keyed by process and fd).
     let mut reader = BufReader::new(&stream);
@@ -325,11 +484,13 @@ fn serve_connection(stream: std::net::TcpStream) {
             }
         }
         let path = request_line.split(' ').nth(1).unwrap_or("/");
-        let code: u16 = path
-            .strip_prefix("/status/")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(200);
-        let body = format!("status {code}\n");
+        let (code, body) = site.answer(path).unwrap_or_else(|| {
+            let code: u16 = path
+                .strip_prefix("/status/")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(200);
+            (code, format!("status {code}\n"))
+        });
         let head = format!(
             "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
             body.len(),
@@ -394,4 +555,135 @@ fn install_exit_on_signal() {
         // SAFETY: installs a handler that only calls an async-signal-safe function.
         unsafe { libc::signal(signal, exit_now as *const () as libc::sighandler_t) };
     }
+}
+
+/// The flags of `serve` and `load`, taken out of the arguments before the round options.
+#[derive(Clone, Default)]
+struct Site {
+    docroot: Option<String>,
+    backend: Option<u16>,
+    gets: Vec<String>,
+    requests: u64,
+}
+
+impl Site {
+    fn take(args: &mut Vec<String>) -> Result<Self, String> {
+        let mut site = Site {
+            requests: 1000,
+            ..Site::default()
+        };
+        let mut i = 1;
+        while i < args.len() {
+            let flag = args[i].as_str();
+            if !matches!(flag, "--docroot" | "--backend" | "--get" | "--requests") {
+                // Every other flag takes a value too.
+                i += 2;
+                continue;
+            }
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = || format!("{flag}: not a number: {value}");
+            match flag {
+                "--docroot" => site.docroot = Some(value.clone()),
+                "--backend" => site.backend = Some(value.parse().map_err(|_| bad())?),
+                "--get" => site.gets.push(value.clone()),
+                _ => site.requests = value.parse().map_err(|_| bad())?,
+            }
+            args.drain(i..i + 2);
+        }
+        Ok(site)
+    }
+
+    /// The answer to GET `path` when it is a file or backend path.
+    fn answer(&self, path: &str) -> Option<(u16, String)> {
+        if let (Some(dir), Some(name)) = (&self.docroot, path.strip_prefix("/file/")) {
+            return Some(read_file(dir, name));
+        }
+        let rest = path.strip_prefix("/backend")?;
+        let port = self.backend?;
+        Some(
+            match http_get(port, if rest.is_empty() { "/" } else { rest }) {
+                Ok(code) => (code, format!("backend answered {code}\n")),
+                Err(e) => (502, format!("backend: {e}\n")),
+            },
+        )
+    }
+}
+
+/// DIR/NAME through openat, which is tried again as long as it fails with EINTR.
+fn read_file(dir: &str, name: &str) -> (u16, String) {
+    use std::{io::Read as _, os::fd::FromRawFd as _};
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return (404, "no such file\n".into());
+    }
+    let Ok(path) = CString::new(format!("{dir}/{name}")) else {
+        return (404, "no such file\n".into());
+    };
+    let fd = loop {
+        // SAFETY: a valid NUL-terminated path; the fd is owned by the File below.
+        let fd = unsafe {
+            libc::openat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            break fd;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return (500, format!("cannot open {name}: {error}\n"));
+        }
+    };
+    // SAFETY: fd was just opened and is not used elsewhere.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut content = String::new();
+    match file.read_to_string(&mut content) {
+        Ok(_) => (200, content),
+        Err(e) => (500, format!("cannot read {name}: {e}\n")),
+    }
+}
+
+/// GET 127.0.0.1:PORT/PATH on a new connection; the status code.
+fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+/// `load`: a bounded number of GETs, then a summary line.
+fn load(port: u16, site: &Site, interval: Duration) -> ExitCode {
+    install_exit_on_signal();
+    if site.gets.is_empty() {
+        return usage("load needs --get PATH");
+    }
+    let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut failed = 0u64;
+    for i in 0..site.requests {
+        match http_get(port, &site.gets[i as usize % site.gets.len()]) {
+            Ok(code) => *codes.entry(code).or_default() += 1,
+            Err(_) => failed += 1,
+        }
+        std::thread::sleep(interval);
+    }
+    let codes: Vec<String> = codes.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect();
+    println!(
+        "{{\"requests\":{},\"codes\":{{{}}},\"failed\":{failed}}}",
+        site.requests,
+        codes.join(",")
+    );
+    ExitCode::SUCCESS
 }

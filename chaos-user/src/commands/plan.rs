@@ -1,0 +1,166 @@
+//! `chaos-user plan --container X --observe 60s [--out experiment.yaml]`: watches the failures
+//! the target meets on its own, per (syscall, errno), and writes an experiment whose
+//! perturbations amplify them (`crate::experiment::amplify`), the observed rates as comments.
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    experiment::amplify::{self, Observation, PlanFile},
+    monitor::Monitor,
+    session::Session,
+    snapshot::Snapshot,
+    target::{self, CgroupRoot, TargetSpec},
+};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Container name or id (repeatable).
+    #[arg(long = "container", value_name = "NAME_OR_ID")]
+    pub containers: Vec<String>,
+    /// A cgroup v2 directory, absolute or relative to the cgroup v2 root.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    pub cgroup: Option<PathBuf>,
+    /// The cgroup of this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How long to watch (Ctrl-C ends it early and still writes the plan).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub observe: Duration,
+    /// Length of the windows failure rates are computed over.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Write the experiment here (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
+    let mut specs: Vec<TargetSpec> = args
+        .containers
+        .iter()
+        .cloned()
+        .map(TargetSpec::Container)
+        .collect();
+    specs.extend(args.cgroup.clone().map(TargetSpec::Cgroup));
+    specs.extend(args.pid.map(TargetSpec::Pid));
+    if specs.is_empty() {
+        bail!("nothing to observe: give --container NAME, --cgroup PATH or --pid PID");
+    }
+    if args.window.is_zero() || args.window > args.observe {
+        bail!("--window must be longer than 0 and at most --observe");
+    }
+    let target_yaml = match (&args.containers[..], &args.cgroup, args.pid) {
+        ([one], None, None) => format!("container: {one}"),
+        (many, None, None) => format!("containers: [{}]", many.join(", ")),
+        ([], Some(cgroup), None) => format!("cgroup: {}", cgroup.display()),
+        ([], None, Some(pid)) => format!("pid: {pid}"),
+        _ => bail!("give containers, or one --cgroup, or one --pid"),
+    };
+    let cgroup_root = CgroupRoot::discover()?;
+    let mut targets = Vec::new();
+    for spec in &specs {
+        targets.extend(target::resolve_many(spec, &cgroup_root).await?);
+    }
+    let labels: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let session = Arc::new(Session::new(Monitor::load(false)?));
+    for target in targets {
+        session.add(target)?;
+    }
+    session.start()?;
+    eprintln!(
+        "syschaos: attached to {}; observing for {}",
+        labels.join(", "),
+        humantime::format_duration(args.observe)
+    );
+    let windows = (args.observe.as_secs_f64() / args.window.as_secs_f64())
+        .round()
+        .max(1.0) as u64;
+    let bar = ProgressBar::new(windows).with_style(
+        ProgressStyle::with_template("observing {bar:30} {pos}/{len} windows {msg}")
+            .expect("a valid template"),
+    );
+    let mut observation = Observation::default();
+    let mut ticker = tokio::time::interval(args.window);
+    ticker.tick().await;
+    let mut previous = session.snapshot()?;
+    let mut served_http = false;
+    let mut observed_for = Duration::ZERO;
+    for _ in 0..windows {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        let now = session.snapshot()?;
+        observation.add_window(&window_counts(&previous, &now));
+        served_http |= now.targets.iter().any(|t| t.http.is_some());
+        observed_for += args.window;
+        previous = now;
+        bar.inc(1);
+        bar.set_message(format!(
+            "{} failing (syscall, errno)",
+            observation.observed().len()
+        ));
+    }
+    bar.finish_and_clear();
+    drop(session);
+    let observed = observation.observed();
+    let name = format!(
+        "{}-planned",
+        labels.first().map_or("target", String::as_str)
+    );
+    let text = amplify::render(&PlanFile {
+        name: &name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
+        target_yaml: &target_yaml,
+        targets: &labels.join(", "),
+        observed_for,
+        window: args.window,
+        serves_http: served_http,
+        observed: &observed,
+    });
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "syschaos: {} failing (syscall, errno) observed; experiment written to {}",
+                observed.len(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Per syscall: its calls in the window and its failures by errno, over all targets.
+fn window_counts(
+    before: &Snapshot,
+    now: &Snapshot,
+) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
+    let mut counts: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for target in &now.targets {
+        let old = before.targets.iter().find(|t| t.target == target.target);
+        for call in &target.syscalls {
+            let previous = old.and_then(|o| o.syscalls.iter().find(|s| s.nr == call.nr));
+            let entry = counts.entry(call.syscall.clone()).or_default();
+            entry.0 += call.calls.saturating_sub(previous.map_or(0, |p| p.calls));
+            for (errno, count) in &call.errnos {
+                let was = previous
+                    .and_then(|p| p.errnos.get(errno))
+                    .copied()
+                    .unwrap_or(0);
+                let new = count.saturating_sub(was);
+                if new > 0 {
+                    *entry.1.entry(errno.clone()).or_default() += new;
+                }
+            }
+        }
+    }
+    counts
+}

@@ -1,0 +1,29 @@
+//! `chaos-user run experiment.yaml`: a chaos experiment with a verdict per perturbation and a
+//! report (see `crate::experiment`).
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::experiment::runner::{self, RunOptions};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment file (YAML, see the README's "Experiments" section).
+    pub file: PathBuf,
+    /// Where to write report.html, report.md, results.json and samples.csv
+    /// (default: NAME-report in the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Check the file and the targets, print the expanded plan and the engines; inject nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    runner::run(RunOptions {
+        file: args.file,
+        out: args.out,
+        dry_run: args.dry_run,
+    })
+    .await
+}

@@ -1,0 +1,114 @@
+//! The ptrace engine as a session holds it: the injection counter of each of its rules (kept
+//! after the tracer stops, for the last report) and, once started, the tracer.
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{PtraceRule, PtraceTarget, Tracer};
+use crate::inject::{
+    InjectError,
+    engine::Engine,
+    kernel::{InstalledRule, kernel_now_ns},
+    rule::Fault,
+};
+
+#[derive(Default)]
+pub struct PtraceEngine {
+    /// Rule index -> injections.
+    counts: Mutex<BTreeMap<u32, Arc<AtomicU64>>>,
+    tracer: Mutex<Option<Tracer>>,
+}
+
+impl PtraceEngine {
+    /// A rule the tracer will carry out.
+    pub fn add_rule(&self, index: u32) {
+        self.counts.lock().unwrap().insert(index, Arc::default());
+    }
+
+    /// Injections of a ptrace rule; None for other rules.
+    pub fn injections(&self, index: u32) -> Option<u64> {
+        let counts = self.counts.lock().unwrap();
+        counts
+            .get(&index)
+            .map(|count| count.load(Ordering::Relaxed))
+    }
+
+    /// Starts the tracer for the ptrace rules among `rules` ((rule, expiry in CLOCK_MONOTONIC
+    /// ns)); `cgroup_dir` gives a target's cgroup v2 directory and id by label. Nothing to do without
+    /// ptrace rules that can still apply. A tracer started before is detached first.
+    pub fn start(
+        &self,
+        rules: &[(InstalledRule, u64)],
+        cgroup_dir: impl Fn(&str) -> Option<(PathBuf, u64)>,
+    ) -> Result<(), InjectError> {
+        self.stop();
+        let now = kernel_now_ns();
+        let counts = self.counts.lock().unwrap();
+        let mut targets: Vec<PtraceTarget> = Vec::new();
+        let mut specs = Vec::new();
+        let live = |(rule, expires_ns): &&(InstalledRule, u64)| {
+            rule.engine == Engine::Ptrace && (*expires_ns == 0 || *expires_ns > now)
+        };
+        for (rule, expires_ns) in rules.iter().filter(live) {
+            let target = match targets.iter().position(|t| t.label == rule.target) {
+                Some(index) => index,
+                None => {
+                    let Some((dir, id)) = cgroup_dir(&rule.target) else {
+                        continue;
+                    };
+                    targets.push(PtraceTarget {
+                        label: rule.target.clone(),
+                        cgroup_dir: dir,
+                        cgroup_id: id,
+                    });
+                    targets.len() - 1
+                }
+            };
+            let spec = &rule.spec;
+            specs.push(PtraceRule {
+                target,
+                syscall_nr: spec.syscall_nr,
+                errno: match spec.fault {
+                    Fault::Errno(errno) => Some(errno),
+                    _ => None,
+                },
+                delay_ns: spec.delay.map_or(0, |delay| delay.as_nanos() as u64),
+                probability: spec.probability,
+                nth: spec.nth,
+                count: spec.count,
+                path: spec
+                    .path_arg
+                    .zip(spec.path_prefix.as_ref())
+                    .map(|(arg, prefix)| (arg, prefix.as_bytes().to_vec())),
+                expires_ns: *expires_ns,
+                injections: counts.get(&rule.index).cloned().unwrap_or_default(),
+            });
+        }
+        drop(counts);
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let tracer = Tracer::start(targets, specs)?;
+        *self.tracer.lock().unwrap() = Some(tracer);
+        Ok(())
+    }
+
+    /// A target restarted in another cgroup: the tracer seizes the threads there.
+    pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
+        if let Some(tracer) = self.tracer.lock().unwrap().as_ref() {
+            tracer.retarget(label, cgroup_dir, cgroup_id);
+        }
+    }
+
+    /// Detaches from every tracee (see [`Tracer::stop`]). Idempotent.
+    pub fn stop(&self) {
+        if let Some(tracer) = self.tracer.lock().unwrap().as_mut() {
+            tracer.stop();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The ptrace engine: errno and/or delay before any syscall, on any kernel, from outside the
+//! container. A dedicated OS thread owns the tracer (ptrace requests must come from the thread
+//! that attached): it seizes every thread of the target cgroups (`attach.rs`), handles their
+//! stops (`tracer.rs`), applies the rules (`rules.rs`), and detaches all on request
+//! (`detach.rs`). The session reads the injection counts through atomics.
+//!
+//! If chaos-user dies, the kernel detaches the tracees (no `PTRACE_O_EXITKILL`): they run on.
+mod attach;
+mod detach;
+mod engine;
+mod rules;
+mod sys;
+mod tracer;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+pub use self::{engine::PtraceEngine, rules::PtraceRule};
+use crate::inject::InjectError;
+
+/// A target as the tracer knows it: where to find its threads.
+#[derive(Debug, Clone)]
+pub struct PtraceTarget {
+    pub label: String,
+    /// Its cgroup v2 directory (`cgroup.threads` is read there).
+    pub cgroup_dir: PathBuf,
+    /// The directory's inode: a cgroup recreated at the same path (a restarting container) is
+    /// another cgroup, not seized until the session follows it, as the kernel engines do.
+    pub cgroup_id: u64,
+}
+
+/// What the session and the tracer thread share.
+struct Shared {
+    stop: AtomicBool,
+    /// (target index, new cgroup directory and id): a container restarted.
+    retarget: Mutex<Vec<(usize, PathBuf, u64)>>,
+}
+
+/// The running engine. Dropping it detaches from every tracee.
+pub struct Tracer {
+    shared: Arc<Shared>,
+    tracer_tid: i32,
+    thread: Option<JoinHandle<detach::Summary>>,
+    labels: Vec<String>,
+}
+
+/// How long the initial attach may take (threads in uninterruptible sleep stop late).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Tracer {
+    /// Seizes every thread of the targets and starts applying `rules`. Returns once each thread
+    /// is traced, or with the reason one cannot be (already traced by another tracer...), in
+    /// which case nothing stays attached.
+    pub fn start(targets: Vec<PtraceTarget>, rules: Vec<PtraceRule>) -> Result<Self, InjectError> {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            retarget: Mutex::new(Vec::new()),
+        });
+        let labels = targets.iter().map(|t| t.label.clone()).collect();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("syschaos-ptrace".into())
+            .spawn(move || tracer::run(targets, rules, thread_shared, ready_tx))
+            .map_err(|e| ptrace_error(format!("cannot start the tracer thread: {e}")))?;
+        match ready_rx.recv_timeout(ATTACH_TIMEOUT) {
+            Ok(Ok(tracer_tid)) => Ok(Self {
+                shared,
+                tracer_tid,
+                thread: Some(thread),
+                labels,
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Still attaching: ask it to stop and detach what it has.
+                shared.stop.store(true, Ordering::SeqCst);
+                Err(ptrace_error(format!(
+                    "attaching took longer than {ATTACH_TIMEOUT:?}"
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ptrace_error(
+                "the tracer thread ended while attaching (the kernel released its tracees)".into(),
+            )),
+        }
+    }
+
+    /// The target with this label now lives in another cgroup (a restarted container).
+    pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
+        if let Some(index) = self.labels.iter().position(|l| l == label) {
+            self.shared
+                .retarget
+                .lock()
+                .unwrap()
+                .push((index, cgroup_dir, cgroup_id));
+            sys::wake(self.tracer_tid);
+        }
+    }
+
+    /// Detaches from every tracee: each continues, none stays stopped, signals that arrived
+    /// meanwhile are delivered, decided errnos are completed. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // The wake-up may land just before the thread blocks: repeat it until the thread ends.
+        while !thread.is_finished() {
+            sys::wake(self.tracer_tid);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        match thread.join() {
+            Ok(summary) if summary.left_attached > 0 => eprintln!(
+                "syschaos: ptrace: detached {} threads; {} never stopped (zombies or in uninterruptible sleep) and were released by the kernel",
+                summary.detached, summary.left_attached
+            ),
+            Ok(_) => {}
+            Err(_) => eprintln!(
+                "syschaos: ptrace: the tracer thread panicked; the kernel released its tracees"
+            ),
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ptrace_error(why: String) -> InjectError {
+    InjectError::Ptrace(why)
+}
+
+/// Whether this host lets chaos-user use the ptrace engine, and why not.
+pub fn probe() -> Result<(), String> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err("the ptrace engine supports x86_64 only".into());
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .is_ok_and(|scope| scope.trim() == "3")
+    {
+        return Err("Yama forbids ptrace entirely (kernel.yama.ptrace_scope = 3)".into());
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut version = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (5, 3) {
+        return Err(format!(
+            "kernel {} lacks PTRACE_GET_SYSCALL_INFO (5.3+)",
+            release.trim()
+        ));
+    }
+    // CAP_SYS_PTRACE is bit 19 of the effective set.
+    let effective = sys::status_field(std::process::id() as i32, "CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << 19) == 0 {
+        return Err("chaos-user lacks CAP_SYS_PTRACE".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,685 @@
+//! The ptrace engine against real Docker containers on this host: errno on calls no in-kernel
+//! engine covers here, delays before a call, probability, threads and processes created while
+//! attached, processes entering by `docker exec`, detaching under load, kill -9 of chaos-user,
+//! and a target that another tracer holds.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tests::{
+    CallOutcome,
+    attach::{Attach, run_chaos_user},
+    chaos_user_bin,
+    docker::{Container, docker},
+    wait_for,
+};
+
+const MS: u64 = 1_000_000;
+
+fn injections(attach: &Attach, target: &str, syscall: &str, errno: &str) -> Option<f64> {
+    attach.metrics().value(
+        "syschaos_injections_total",
+        &[
+            ("target", target),
+            ("syscall", syscall),
+            ("errno", errno),
+            ("engine", "ptrace"),
+        ],
+    )
+}
+
+fn failures(errno: i32, count: u64, failed_at: Vec<u64>, calls: u64) -> CallOutcome {
+    CallOutcome {
+        calls,
+        failed: count,
+        errnos: [(errno, count)].into_iter().collect(),
+        failed_at,
+    }
+}
+
+fn clean(calls: u64) -> CallOutcome {
+    CallOutcome {
+        calls,
+        ..Default::default()
+    }
+}
+
+/// A numeric field of a call kind in the workload's report of `round` (latency stats).
+fn report_field(container: &Container, round: u64, kind: &str, field: &str) -> u64 {
+    let logs = container.logs();
+    let line = logs
+        .lines()
+        .rfind(|line| line.contains(&format!("\"round\":{round},")))
+        .unwrap_or_else(|| panic!("no report of round {round} in {logs}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON report");
+    json["calls"][kind][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {kind}.{field} in {line}"))
+}
+
+/// The latency stats of `time-getppid` in a round: (min, p50, max, slow) in ns / calls.
+fn timing(container: &Container, round: u64) -> (u64, u64, u64, u64) {
+    let field = |name| report_field(container, round, "time-getppid", name);
+    (
+        field("min_ns"),
+        field("p50_ns"),
+        field("max_ns"),
+        field("slow"),
+    )
+}
+
+/// Every thread of every process in the container's cgroup: (tid, state letter, TracerPid).
+fn threads_of(container: &Container) -> Vec<(u32, char, u32)> {
+    let pid = container.pid();
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the container's cgroup");
+    let relative = cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .trim_start_matches('/')
+        .to_owned();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| PathBuf::from(mount_point))
+        })
+        .expect("a cgroup2 mount");
+    let procs = fs::read_to_string(root.join(relative).join("cgroup.procs")).expect("cgroup.procs");
+    let mut threads = Vec::new();
+    for process in procs.lines() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{process}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let tid: u32 = task.file_name().to_string_lossy().parse().expect("a tid");
+            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let state = rest.trim_start().chars().next().unwrap_or('?');
+            let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let tracer = status
+                .lines()
+                .find_map(|line| line.strip_prefix("TracerPid:"))
+                .and_then(|pid| pid.trim().parse().ok())
+                .unwrap_or(0);
+            threads.push((tid, state, tracer));
+        }
+    }
+    assert!(
+        !threads.is_empty(),
+        "no thread found for {}",
+        container.name
+    );
+    threads
+}
+
+/// No thread stopped (t: ptrace-stopped, T: job-control stopped) and none traced.
+fn assert_running_untraced(container: &Container) {
+    // The kernel may take a moment to let the last tracee go after chaos-user died.
+    let threads = wait_for(
+        "every thread to run untraced",
+        Duration::from_secs(5),
+        || {
+            let threads = threads_of(container);
+            threads
+                .iter()
+                .all(|&(_, state, tracer)| !matches!(state, 't' | 'T') && tracer == 0)
+                .then_some(threads)
+        },
+    );
+    eprintln!("threads of {} after detach: {threads:?}", container.name);
+}
+
+fn assert_ptrace_rules(attach: &Attach, rules: usize) {
+    let stderr = attach.stderr();
+    assert_eq!(stderr.matches("via ptrace").count(), rules, "{stderr}");
+}
+
+#[test]
+fn errnos_on_five_syscalls_exactly_in_the_target_only() {
+    let calls = [
+        "--getppid",
+        "10",
+        "--open-missing",
+        "10",
+        "--read",
+        "10",
+        "--write",
+        "10",
+        "--fsync",
+        "10",
+    ];
+    let web = Container::start("ptr-web", &calls);
+    let neighbour = Container::start("ptr-neighbour", &calls);
+    // No in-kernel engine covers these on this kernel: auto picks ptrace for each.
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "openat=EACCES,path-prefix=/syschaos-missing",
+        "--rule",
+        "read=EIO,count=4",
+        "--rule",
+        "write=ENOSPC,nth=3",
+        "--rule",
+        "fsync=EIO,count=10",
+        "--rule",
+        "getppid=EPERM,count=6",
+    ]);
+    assert_ptrace_rules(&attach, 5);
+
+    let report = web.trigger_round(1);
+    let all = |n: u64| (1..=n).collect::<Vec<_>>();
+    assert_eq!(
+        report.outcome("open-missing"),
+        failures(libc::EACCES, 10, all(10), 10)
+    );
+    assert_eq!(report.outcome("read"), failures(libc::EIO, 4, all(4), 10));
+    assert_eq!(
+        report.outcome("write"),
+        failures(libc::ENOSPC, 1, vec![3], 10)
+    );
+    assert_eq!(
+        report.outcome("fsync"),
+        failures(libc::EIO, 10, all(10), 10)
+    );
+    assert_eq!(
+        report.outcome("getppid"),
+        failures(libc::EPERM, 6, all(6), 10)
+    );
+
+    let untouched = neighbour.trigger_round(1);
+    assert_eq!(
+        untouched.outcome("open-missing"),
+        failures(libc::ENOENT, 10, all(10), 10)
+    );
+    for kind in ["read", "write", "fsync", "getppid"] {
+        assert_eq!(untouched.outcome(kind), clean(10), "{kind}");
+    }
+
+    let metric = |syscall, errno| injections(&attach, &web.name, syscall, errno);
+    assert_eq!(metric("openat", "EACCES"), Some(10.0));
+    assert_eq!(metric("read", "EIO"), Some(4.0));
+    assert_eq!(metric("write", "ENOSPC"), Some(1.0));
+    assert_eq!(metric("fsync", "EIO"), Some(10.0));
+    assert_eq!(metric("getppid", "EPERM"), Some(6.0));
+
+    // Budgets spent: only the unlimited openat rule still injects.
+    let report = web.trigger_round(2);
+    assert_eq!(
+        report.outcome("open-missing"),
+        failures(libc::EACCES, 10, all(10), 10)
+    );
+    for kind in ["read", "write", "fsync", "getppid"] {
+        assert_eq!(report.outcome(kind), clean(10), "{kind}");
+    }
+    drop(attach);
+    assert_running_untraced(&web);
+    assert_eq!(
+        web.trigger_round(3).outcome("open-missing"),
+        failures(libc::ENOENT, 10, all(10), 10)
+    );
+}
+
+#[test]
+fn a_delay_holds_each_call_before_it_runs() {
+    let web = Container::start("ptr-delay", &["--time-getppid", "20", "--slow-us", "20000"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--delay",
+        "20ms",
+    ]);
+    assert_ptrace_rules(&attach, 1);
+    let report = web.trigger_round(1);
+    assert_eq!(report.outcome("time-getppid"), clean(20));
+    let (min, p50, max, slow) = timing(&web, 1);
+    eprintln!("delayed getppid: min {min} ns, p50 {p50} ns, max {max} ns");
+    assert!(min >= 20 * MS, "min {min} ns");
+    assert!(p50 <= 22 * MS, "p50 {p50} ns: overhead above 2 ms");
+    assert!(max <= 40 * MS, "max {max} ns");
+    assert_eq!(slow, 20);
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "delay"),
+        Some(20.0)
+    );
+
+    drop(attach);
+    assert_running_untraced(&web);
+    web.trigger_round(2);
+    let (_, p50, _, slow) = timing(&web, 2);
+    assert_eq!(slow, 0);
+    assert!(p50 < MS, "p50 {p50} ns after detach");
+}
+
+#[test]
+fn errno_and_delay_combine() {
+    let web = Container::start("ptr-both", &["--time-getppid", "12", "--slow-us", "10000"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid=EPERM,delay=10ms,count=5",
+    ]);
+    let report = web.trigger_round(1);
+    assert_eq!(
+        report.outcome("time-getppid"),
+        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 12)
+    );
+    let (_, _, _, slow) = timing(&web, 1);
+    assert_eq!(
+        slow, 5,
+        "each failed call waited 10 ms first, the others did not"
+    );
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "EPERM"),
+        Some(5.0)
+    );
+}
+
+#[test]
+fn a_delay_with_half_probability_stays_within_statistical_bounds() {
+    let web = Container::start("ptr-half", &["--time-getppid", "1000", "--slow-us", "3000"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid,delay=4ms,probability=0.5",
+    ]);
+    let report = web.trigger_round(1);
+    assert_eq!(report.outcome("time-getppid"), clean(1000));
+    let (_, _, _, slow) = timing(&web, 1);
+    // Binomial(1000, 0.5): mean 500, standard deviation 15.8; 6 sigma either side.
+    assert!((405..=595).contains(&slow), "{slow} of 1000 delayed");
+    let injected = injections(&attach, &web.name, "getppid", "delay").expect("the metric") as u64;
+    // Every delayed call is slow; an undelayed one exceeding 3 ms would be a scheduling fluke.
+    assert!(
+        injected <= slow && slow <= injected + 3,
+        "{injected} injected, {slow} slow"
+    );
+}
+
+#[test]
+fn threads_created_while_attached_are_injected() {
+    let web = Container::start("ptr-threads", &["--thread-getppid", "50", "--threads", "4"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+    ]);
+    let outcome = web.trigger_round(1).outcome("thread-getppid");
+    assert_eq!(outcome.calls, 200);
+    assert_eq!(outcome.errnos, BTreeMap::from([(libc::EPERM, 200)]));
+    drop(attach);
+
+    // A count is exact across threads racing for it.
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid=EACCES,count=120",
+    ]);
+    let outcome = web.trigger_round(2).outcome("thread-getppid");
+    assert_eq!(outcome.calls, 200);
+    assert_eq!(outcome.errnos, BTreeMap::from([(libc::EACCES, 120)]));
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "EACCES"),
+        Some(120.0)
+    );
+    drop(attach);
+    assert_running_untraced(&web);
+}
+
+#[test]
+fn forked_children_are_injected_too() {
+    let web = Container::start(
+        "ptr-forks",
+        &["--getppid", "5", "--fork-getppid", "20", "--forks", "3"],
+    );
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+    ]);
+    let report = web.trigger_round(1);
+    assert_eq!(
+        report.outcome("getppid"),
+        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 5)
+    );
+    let children = report.outcome("fork-getppid");
+    assert_eq!(children.calls, 60);
+    assert_eq!(children.errnos, BTreeMap::from([(libc::EPERM, 60)]));
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "EPERM"),
+        Some(65.0)
+    );
+}
+
+#[test]
+fn a_process_entering_by_docker_exec_is_injected() {
+    let web = Container::start("ptr-exec", &[]);
+    let _attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+    ]);
+    // It waits 1.5 s before its calls: the tracer finds it in cgroup.procs well before.
+    let output = docker(&[
+        "exec",
+        &web.name,
+        "/chaos-workload",
+        "calls",
+        "--wait-ms",
+        "1500",
+        "--getppid",
+        "5",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = tests::WorkloadReport::parse(stdout.trim()).expect("the exec'd workload's report");
+    assert_eq!(
+        report.outcome("getppid"),
+        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 5)
+    );
+}
+
+#[test]
+fn detaching_under_load_leaves_the_workload_running_at_full_speed() {
+    let web = Container::start(
+        "ptr-load",
+        &[
+            "--time-getppid",
+            "20000",
+            "--thread-getppid",
+            "150000",
+            "--threads",
+            "3",
+        ],
+    );
+    web.trigger_round(1);
+    let (_, baseline, _, _) = timing(&web, 1);
+
+    // A rule on a call the workload never makes: every call is traced, none injected.
+    let mut attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "fsync",
+        "--errno",
+        "EIO",
+    ]);
+    docker(&["kill", "-s", "USR1", &web.name]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        web.reports(2).is_empty(),
+        "round 2 must still run at detach"
+    );
+    let started = Instant::now();
+    attach.signal(libc::SIGINT);
+    attach.wait_exit(Duration::from_secs(15));
+    eprintln!("detached under load in {:?}", started.elapsed());
+    assert!(
+        attach.stderr().contains("syschaos: detached (SIGINT)"),
+        "{}",
+        attach.stderr()
+    );
+    assert_running_untraced(&web);
+
+    let report = wait_for("round 2 to finish", Duration::from_secs(120), || {
+        web.reports(2).into_iter().next()
+    });
+    assert_eq!(report.outcome("thread-getppid"), clean(450_000));
+    assert_eq!(report.outcome("time-getppid"), clean(20_000));
+
+    web.trigger_round(3);
+    let (_, after, _, _) = timing(&web, 3);
+    eprintln!("getppid p50: {baseline} ns before, {after} ns after detach");
+    assert!(
+        after <= 3 * baseline + 2_000,
+        "p50 {after} ns after, {baseline} ns before"
+    );
+}
+
+#[test]
+fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
+    let web = Container::start("ptr-kill9", &["--time-getppid", "60", "--slow-us", "10000"]);
+    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid,delay=50ms"]);
+    // A 3 s round of held calls; chaos-user dies 1 s into it, holding one of them.
+    docker(&["kill", "-s", "USR1", &web.name]);
+    std::thread::sleep(Duration::from_millis(1000));
+    attach.signal(libc::SIGKILL);
+    attach.wait_exit(Duration::from_secs(10));
+    let report = wait_for("round 1 to finish", Duration::from_secs(20), || {
+        web.reports(1).into_iter().next()
+    });
+    assert_eq!(report.outcome("time-getppid"), clean(60));
+    let (_, _, _, slow) = timing(&web, 1);
+    assert!(
+        (10..=30).contains(&slow),
+        "{slow} calls delayed before the kill"
+    );
+    assert_running_untraced(&web);
+    assert_eq!(web.trigger_round(2).outcome("time-getppid"), clean(60));
+    assert_eq!(timing(&web, 2).3, 0, "nothing delayed after the kill");
+
+    // The same with an errno rule.
+    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid=EPERM"]);
+    assert_eq!(web.trigger_round(3).outcome("time-getppid").failed, 60);
+    attach.signal(libc::SIGKILL);
+    attach.wait_exit(Duration::from_secs(10));
+    assert_running_untraced(&web);
+    assert_eq!(web.trigger_round(4).outcome("time-getppid"), clean(60));
+}
+
+/// `strace -p PID`, killed when dropped.
+struct Strace(Child);
+
+impl Drop for Strace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_target_traced_by_another_tracer_is_refused_naming_it() {
+    let web = Container::start("ptr-traced", &["--getppid", "3"]);
+    let pid = web.pid();
+    let strace = Strace(
+        Command::new("strace")
+            .args(["-o", "/dev/null", "-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace (apt-get install strace)"),
+    );
+    let strace_pid = strace.0.id();
+    wait_for("strace to attach", Duration::from_secs(10), || {
+        threads_of(&web)
+            .iter()
+            .any(|&(_, _, tracer)| tracer == strace_pid)
+            .then_some(())
+    });
+    let (status, stderr) = run_chaos_user(
+        &[
+            "inject",
+            "--container",
+            &web.name,
+            "--syscall",
+            "getppid",
+            "--errno",
+            "EPERM",
+            "--quiet",
+            "--no-metrics",
+            "--duration",
+            "5s",
+        ],
+        |_| {},
+    );
+    assert!(!status.success(), "{stderr}");
+    let expected = format!("is already traced by pid {strace_pid} (strace)");
+    assert!(
+        stderr.contains(&expected),
+        "expected `{expected}` in: {stderr}"
+    );
+    drop(strace);
+    assert_running_untraced(&web);
+    assert_eq!(web.trigger_round(1).outcome("getppid"), clean(3));
+}
+
+#[test]
+fn the_tracer_lets_go_once_every_rule_has_expired() {
+    let web = Container::start("ptr-expire", &["--getppid", "5"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid=EPERM,duration=1s",
+    ]);
+    assert_eq!(web.trigger_round(1).outcome("getppid").failed, 5);
+    wait_for("the tracer to detach", Duration::from_secs(10), || {
+        attach
+            .stderr()
+            .contains("every rule is spent")
+            .then_some(())
+    });
+    assert_running_untraced(&web);
+    assert_eq!(web.trigger_round(2).outcome("getppid"), clean(5));
+    assert!(
+        !attach.stderr().contains("syschaos: detached"),
+        "chaos-user still runs"
+    );
+}
+
+#[test]
+fn doctor_reports_the_ptrace_engine() {
+    let output = Command::new(chaos_user_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("run chaos-user doctor");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let ptrace = report["engines"]
+        .as_array()
+        .expect("engines")
+        .iter()
+        .find(|engine| engine["engine"] == "ptrace")
+        .expect("ptrace listed");
+    assert_eq!(ptrace["works"], true, "{ptrace}");
+    assert!(
+        ptrace["covers"].as_str().unwrap().contains("any syscall"),
+        "{ptrace}"
+    );
+}
+
+/// The state letters of the container's threads.
+fn states(container: &Container) -> Vec<char> {
+    threads_of(container)
+        .into_iter()
+        .map(|(_, state, _)| state)
+        .collect()
+}
+
+#[test]
+fn job_control_stops_work_while_traced_and_survive_the_detach() {
+    let web = Container::start("ptr-stop", &["--getppid", "4"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+    ]);
+    // SIGSTOP: a group-stop, reported to the tracer, which keeps it (PTRACE_LISTEN).
+    docker(&["kill", "-s", "STOP", &web.name]);
+    wait_for("the group-stop", Duration::from_secs(10), || {
+        states(&web).iter().all(|&s| s == 't').then_some(())
+    });
+    // A round asked for while stopped runs only once continued (the signal is delivered then).
+    docker(&["kill", "-s", "USR1", &web.name]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(web.reports(1).is_empty(), "a stopped workload ran a round");
+    docker(&["kill", "-s", "CONT", &web.name]);
+    let report = wait_for("round 1 after SIGCONT", Duration::from_secs(10), || {
+        web.reports(1).into_iter().next()
+    });
+    assert_eq!(
+        report.outcome("getppid"),
+        failures(libc::EPERM, 4, vec![1, 2, 3, 4], 4)
+    );
+
+    // Detaching from a stopped workload leaves it stopped (T, job control), not traced (t)...
+    docker(&["kill", "-s", "STOP", &web.name]);
+    wait_for("the second group-stop", Duration::from_secs(10), || {
+        states(&web).iter().all(|&s| s == 't').then_some(())
+    });
+    drop(attach);
+    let threads = threads_of(&web);
+    assert!(
+        threads
+            .iter()
+            .all(|&(_, state, tracer)| state == 'T' && tracer == 0),
+        "{threads:?}"
+    );
+    // ...and SIGCONT wakes it as usual, with nothing injected any more.
+    docker(&["kill", "-s", "CONT", &web.name]);
+    assert_running_untraced(&web);
+    assert_eq!(web.trigger_round(2).outcome("getppid"), clean(4));
+}
+
+#[test]
+fn a_restarted_container_is_traced_again() {
+    let web = Container::start("ptr-restart", &["--getppid", "4"]);
+    let attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+    ]);
+    assert_eq!(web.trigger_round(1).outcome("getppid").failed, 4);
+    web.restart();
+    // The tracer seizes the new container's threads once it follows the new cgroup.
+    wait_for(
+        "the tracer to seize the restarted workload",
+        Duration::from_secs(10),
+        || {
+            threads_of(&web)
+                .iter()
+                .all(|&(_, _, tracer)| tracer != 0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        web.trigger_round(1).outcome("getppid"),
+        failures(libc::EPERM, 4, vec![1, 2, 3, 4], 4)
+    );
+    assert_eq!(
+        injections(&attach, &web.name, "getppid", "EPERM"),
+        Some(8.0)
+    );
+    drop(attach);
+    assert_running_untraced(&web);
+}
