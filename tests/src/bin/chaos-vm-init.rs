@@ -738,7 +738,8 @@ fn inject_lsm() -> Result<(), String> {
     ])
 }
 
-/// On a kernel without bpf_override_return: rules no engine can carry out are refused up front.
+/// On a kernel without bpf_override_return: rules the chosen in-kernel engine cannot carry out
+/// are refused up front (with `auto`, fsync would go to the ptrace engine).
 fn inject_refused() -> Result<(), String> {
     let target = prepare_inject("inject-refused")?;
     // A refused rule must leave nothing behind either.
@@ -749,8 +750,8 @@ fn inject_refused() -> Result<(), String> {
     all_of([
         expect_refusal(
             &target,
-            &["--syscall", "fsync", "--errno", "EIO"],
-            &["no engine can inject fsync", "kprobe:", "lsm:"],
+            &["--engine", "lsm", "--syscall", "fsync", "--errno", "EIO"],
+            &["no engine can inject fsync", "lsm: covers only"],
         ),
         expect_refusal(
             &target,
