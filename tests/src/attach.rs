@@ -89,6 +89,23 @@ impl Attach {
         crate::metrics::scrape(self.metrics_port)
     }
 
+    /// `syschaos_injections_total` of one rule.
+    pub fn injections(
+        &self,
+        target: &str,
+        syscall: &str,
+        errno: &str,
+        engine: &str,
+    ) -> Option<f64> {
+        let labels = [
+            ("target", target),
+            ("syscall", syscall),
+            ("errno", errno),
+            ("engine", engine),
+        ];
+        self.metrics().value("syschaos_injections_total", &labels)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

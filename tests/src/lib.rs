@@ -69,6 +69,60 @@ pub struct CallOutcome {
     pub failed_at: Vec<u64>,
 }
 
+impl CallOutcome {
+    /// `calls` calls, of which the ones numbered `failed_at` failed with `errno`.
+    pub fn failing(errno: i32, failed_at: Vec<u64>, calls: u64) -> Self {
+        let failed = failed_at.len() as u64;
+        Self {
+            calls,
+            failed,
+            errnos: [(errno, failed)].into_iter().collect(),
+            failed_at,
+        }
+    }
+
+    /// `calls` calls, none failed.
+    pub fn clean(calls: u64) -> Self {
+        Self {
+            calls,
+            ..Default::default()
+        }
+    }
+}
+
+/// A directory under the temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("syschaos-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup_v2_root() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| PathBuf::from(mount_point))
+        })
+        .expect("a cgroup2 mount")
+}
+
 impl WorkloadReport {
     pub fn parse(line: &str) -> Option<Self> {
         let json: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -3,32 +3,15 @@
 //! `chaos-workload load` on the host, everything on 127.0.0.1. Verdicts come out right, the
 //! reports are complete and the HTML one renders in headless Chromium without console errors.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tests::{chaos_user_bin, docker::Container, free_port, wait_for, workload_bin};
+use tests::{TempDir, chaos_user_bin, docker::Container, free_port, wait_for, workload_bin};
 
 /// A fresh directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("syschaos-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The HTTP server under test (`/backend/...` proxied to a backend container, `/file/...` from
 /// a docroot mounted at /srv) and its backend.
 struct Service {

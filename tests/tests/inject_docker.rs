@@ -12,24 +12,6 @@ use tests::{
 const ECONNREFUSED: i32 = libc::ECONNREFUSED;
 const EHOSTUNREACH: i32 = libc::EHOSTUNREACH;
 
-fn injections(
-    attach: &Attach,
-    target: &str,
-    syscall: &str,
-    errno: &str,
-    engine: &str,
-) -> Option<f64> {
-    attach.metrics().value(
-        "syschaos_injections_total",
-        &[
-            ("target", target),
-            ("syscall", syscall),
-            ("errno", errno),
-            ("engine", engine),
-        ],
-    )
-}
-
 /// What the monitor counted as connect failing with ECONNREFUSED.
 fn refused_connects(attach: &Attach, target: &str) -> Option<f64> {
     let labels = [
@@ -40,22 +22,6 @@ fn refused_connects(attach: &Attach, target: &str) -> Option<f64> {
     attach
         .metrics()
         .value("syschaos_syscall_errors_total", &labels)
-}
-
-fn failures(errno: i32, count: u64, failed_at: Vec<u64>, calls: u64) -> CallOutcome {
-    CallOutcome {
-        calls,
-        failed: count,
-        errnos: [(errno, count)].into_iter().collect(),
-        failed_at,
-    }
-}
-
-fn clean(calls: u64) -> CallOutcome {
-    CallOutcome {
-        calls,
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -79,11 +45,14 @@ fn connect_fails_with_the_asked_errno_in_the_target_only() {
     let report = web.trigger_round(1);
     assert_eq!(
         report.outcome("connect"),
-        failures(ECONNREFUSED, 20, (1..=20).collect(), 20)
+        CallOutcome::failing(ECONNREFUSED, (1..=20).collect(), 20)
     );
-    assert_eq!(neighbour.trigger_round(1).outcome("connect"), clean(20));
     assert_eq!(
-        injections(&attach, &web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
+        neighbour.trigger_round(1).outcome("connect"),
+        CallOutcome::clean(20)
+    );
+    assert_eq!(
+        attach.injections(&web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
         Some(20.0)
     );
     // The monitor sees the failures the workload saw.
@@ -110,7 +79,7 @@ fn half_probability_stays_within_statistical_bounds() {
         outcome.errnos.keys().copied().collect::<Vec<_>>(),
         [EHOSTUNREACH]
     );
-    let injected = injections(&attach, &web.name, "connect", "EHOSTUNREACH", "cgroup-sock");
+    let injected = attach.injections(&web.name, "connect", "EHOSTUNREACH", "cgroup-sock");
     assert_eq!(injected, Some(outcome.failed as f64));
 }
 
@@ -129,10 +98,13 @@ fn count_and_nth_are_exact() {
     ]);
     assert_eq!(
         web.trigger_round(1).outcome("connect"),
-        failures(ECONNREFUSED, 3, vec![1, 2, 3], 10)
+        CallOutcome::failing(ECONNREFUSED, vec![1, 2, 3], 10)
     );
     // The budget is spent: later calls go through.
-    assert_eq!(web.trigger_round(2).outcome("connect"), clean(10));
+    assert_eq!(
+        web.trigger_round(2).outcome("connect"),
+        CallOutcome::clean(10)
+    );
     drop(attach);
 
     let attach = Attach::inject(&[
@@ -143,9 +115,12 @@ fn count_and_nth_are_exact() {
     ]);
     assert_eq!(
         web.trigger_round(3).outcome("connect"),
-        failures(ECONNREFUSED, 1, vec![4], 10)
+        CallOutcome::failing(ECONNREFUSED, vec![4], 10)
     );
-    assert_eq!(web.trigger_round(4).outcome("connect"), clean(10));
+    assert_eq!(
+        web.trigger_round(4).outcome("connect"),
+        CallOutcome::clean(10)
+    );
     drop(attach);
 }
 
@@ -184,7 +159,7 @@ fn a_signal_rule_kills_the_process_at_its_nth_call() {
         Some(5.0)
     );
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "SIGKILL", "signal"),
+        attach.injections(&web.name, "getppid", "SIGKILL", "signal"),
         Some(1.0)
     );
     assert!(
@@ -204,7 +179,10 @@ fn rules_expire_in_the_kernel() {
     ]);
     assert_eq!(web.trigger_round(1).outcome("connect").failed, 5);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(web.trigger_round(2).outcome("connect"), clean(5));
+    assert_eq!(
+        web.trigger_round(2).outcome("connect"),
+        CallOutcome::clean(5)
+    );
     assert!(
         attach.stderr().contains("injecting"),
         "chaos-user is still running"
@@ -227,7 +205,10 @@ fn kill_9_of_chaos_user_stops_every_injection() {
     attach.signal(libc::SIGKILL);
     attach.wait_exit(Duration::from_secs(10));
     assert_no_programs_since(floor);
-    assert_eq!(web.trigger_round(2).outcome("connect"), clean(5));
+    assert_eq!(
+        web.trigger_round(2).outcome("connect"),
+        CallOutcome::clean(5)
+    );
 }
 
 #[test]
@@ -279,10 +260,10 @@ fn attach_can_inject_too() {
     ]);
     assert_eq!(
         web.trigger_round(1).outcome("connect"),
-        failures(ECONNREFUSED, 2, vec![1, 2], 6)
+        CallOutcome::failing(ECONNREFUSED, vec![1, 2], 6)
     );
     assert_eq!(
-        injections(&attach, &web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
+        attach.injections(&web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
         Some(2.0)
     );
 }

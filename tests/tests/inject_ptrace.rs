@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,34 +18,6 @@ use tests::{
 };
 
 const MS: u64 = 1_000_000;
-
-fn injections(attach: &Attach, target: &str, syscall: &str, errno: &str) -> Option<f64> {
-    attach.metrics().value(
-        "syschaos_injections_total",
-        &[
-            ("target", target),
-            ("syscall", syscall),
-            ("errno", errno),
-            ("engine", "ptrace"),
-        ],
-    )
-}
-
-fn failures(errno: i32, count: u64, failed_at: Vec<u64>, calls: u64) -> CallOutcome {
-    CallOutcome {
-        calls,
-        failed: count,
-        errnos: [(errno, count)].into_iter().collect(),
-        failed_at,
-    }
-}
-
-fn clean(calls: u64) -> CallOutcome {
-    CallOutcome {
-        calls,
-        ..Default::default()
-    }
-}
 
 /// A numeric field of a call kind in the workload's report of `round` (latency stats).
 fn report_field(container: &Container, round: u64, kind: &str, field: &str) -> u64 {
@@ -82,17 +53,7 @@ fn threads_of(container: &Container) -> Vec<(u32, char, u32)> {
         .expect("a cgroup v2 line")
         .trim_start_matches('/')
         .to_owned();
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let root = mountinfo
-        .lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            right
-                .starts_with("cgroup2 ")
-                .then(|| PathBuf::from(mount_point))
-        })
-        .expect("a cgroup2 mount");
+    let root = tests::cgroup_v2_root();
     let procs = fs::read_to_string(root.join(relative).join("cgroup.procs")).expect("cgroup.procs");
     let mut threads = Vec::new();
     for process in procs.lines() {
@@ -182,32 +143,35 @@ fn errnos_on_five_syscalls_exactly_in_the_target_only() {
     let all = |n: u64| (1..=n).collect::<Vec<_>>();
     assert_eq!(
         report.outcome("open-missing"),
-        failures(libc::EACCES, 10, all(10), 10)
+        CallOutcome::failing(libc::EACCES, all(10), 10)
     );
-    assert_eq!(report.outcome("read"), failures(libc::EIO, 4, all(4), 10));
+    assert_eq!(
+        report.outcome("read"),
+        CallOutcome::failing(libc::EIO, all(4), 10)
+    );
     assert_eq!(
         report.outcome("write"),
-        failures(libc::ENOSPC, 1, vec![3], 10)
+        CallOutcome::failing(libc::ENOSPC, vec![3], 10)
     );
     assert_eq!(
         report.outcome("fsync"),
-        failures(libc::EIO, 10, all(10), 10)
+        CallOutcome::failing(libc::EIO, all(10), 10)
     );
     assert_eq!(
         report.outcome("getppid"),
-        failures(libc::EPERM, 6, all(6), 10)
+        CallOutcome::failing(libc::EPERM, all(6), 10)
     );
 
     let untouched = neighbour.trigger_round(1);
     assert_eq!(
         untouched.outcome("open-missing"),
-        failures(libc::ENOENT, 10, all(10), 10)
+        CallOutcome::failing(libc::ENOENT, all(10), 10)
     );
     for kind in ["read", "write", "fsync", "getppid"] {
-        assert_eq!(untouched.outcome(kind), clean(10), "{kind}");
+        assert_eq!(untouched.outcome(kind), CallOutcome::clean(10), "{kind}");
     }
 
-    let metric = |syscall, errno| injections(&attach, &web.name, syscall, errno);
+    let metric = |syscall, errno| attach.injections(&web.name, syscall, errno, "ptrace");
     assert_eq!(metric("openat", "EACCES"), Some(10.0));
     assert_eq!(metric("read", "EIO"), Some(4.0));
     assert_eq!(metric("write", "ENOSPC"), Some(1.0));
@@ -218,16 +182,16 @@ fn errnos_on_five_syscalls_exactly_in_the_target_only() {
     let report = web.trigger_round(2);
     assert_eq!(
         report.outcome("open-missing"),
-        failures(libc::EACCES, 10, all(10), 10)
+        CallOutcome::failing(libc::EACCES, all(10), 10)
     );
     for kind in ["read", "write", "fsync", "getppid"] {
-        assert_eq!(report.outcome(kind), clean(10), "{kind}");
+        assert_eq!(report.outcome(kind), CallOutcome::clean(10), "{kind}");
     }
     drop(attach);
     assert_running_untraced(&web);
     assert_eq!(
         web.trigger_round(3).outcome("open-missing"),
-        failures(libc::ENOENT, 10, all(10), 10)
+        CallOutcome::failing(libc::ENOENT, all(10), 10)
     );
 }
 
@@ -244,7 +208,7 @@ fn a_delay_holds_each_call_before_it_runs() {
     ]);
     assert_ptrace_rules(&attach, 1);
     let report = web.trigger_round(1);
-    assert_eq!(report.outcome("time-getppid"), clean(20));
+    assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(20));
     let (min, p50, max, slow) = timing(&web, 1);
     eprintln!("delayed getppid: min {min} ns, p50 {p50} ns, max {max} ns");
     assert!(min >= 20 * MS, "min {min} ns");
@@ -252,7 +216,7 @@ fn a_delay_holds_each_call_before_it_runs() {
     assert!(max <= 40 * MS, "max {max} ns");
     assert_eq!(slow, 20);
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "delay"),
+        attach.injections(&web.name, "getppid", "delay", "ptrace"),
         Some(20.0)
     );
 
@@ -276,7 +240,7 @@ fn errno_and_delay_combine() {
     let report = web.trigger_round(1);
     assert_eq!(
         report.outcome("time-getppid"),
-        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 12)
+        CallOutcome::failing(libc::EPERM, vec![1, 2, 3, 4, 5], 12)
     );
     let (_, _, _, slow) = timing(&web, 1);
     assert_eq!(
@@ -284,7 +248,7 @@ fn errno_and_delay_combine() {
         "each failed call waited 10 ms first, the others did not"
     );
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "EPERM"),
+        attach.injections(&web.name, "getppid", "EPERM", "ptrace"),
         Some(5.0)
     );
 }
@@ -299,11 +263,13 @@ fn a_delay_with_half_probability_stays_within_statistical_bounds() {
         "getppid,delay=4ms,probability=0.5",
     ]);
     let report = web.trigger_round(1);
-    assert_eq!(report.outcome("time-getppid"), clean(1000));
+    assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(1000));
     let (_, _, _, slow) = timing(&web, 1);
     // Binomial(1000, 0.5): mean 500, standard deviation 15.8; 6 sigma either side.
     assert!((405..=595).contains(&slow), "{slow} of 1000 delayed");
-    let injected = injections(&attach, &web.name, "getppid", "delay").expect("the metric") as u64;
+    let injected = attach
+        .injections(&web.name, "getppid", "delay", "ptrace")
+        .expect("the metric") as u64;
     // Every delayed call is slow; an undelayed one exceeding 3 ms would be a scheduling fluke.
     assert!(
         injected <= slow && slow <= injected + 3,
@@ -338,7 +304,7 @@ fn threads_created_while_attached_are_injected() {
     assert_eq!(outcome.calls, 200);
     assert_eq!(outcome.errnos, BTreeMap::from([(libc::EACCES, 120)]));
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "EACCES"),
+        attach.injections(&web.name, "getppid", "EACCES", "ptrace"),
         Some(120.0)
     );
     drop(attach);
@@ -362,13 +328,13 @@ fn forked_children_are_injected_too() {
     let report = web.trigger_round(1);
     assert_eq!(
         report.outcome("getppid"),
-        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 5)
+        CallOutcome::failing(libc::EPERM, vec![1, 2, 3, 4, 5], 5)
     );
     let children = report.outcome("fork-getppid");
     assert_eq!(children.calls, 60);
     assert_eq!(children.errnos, BTreeMap::from([(libc::EPERM, 60)]));
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "EPERM"),
+        attach.injections(&web.name, "getppid", "EPERM", "ptrace"),
         Some(65.0)
     );
 }
@@ -399,7 +365,7 @@ fn a_process_entering_by_docker_exec_is_injected() {
     let report = tests::WorkloadReport::parse(stdout.trim()).expect("the exec'd workload's report");
     assert_eq!(
         report.outcome("getppid"),
-        failures(libc::EPERM, 5, vec![1, 2, 3, 4, 5], 5)
+        CallOutcome::failing(libc::EPERM, vec![1, 2, 3, 4, 5], 5)
     );
 }
 
@@ -448,8 +414,11 @@ fn detaching_under_load_leaves_the_workload_running_at_full_speed() {
     let report = wait_for("round 2 to finish", Duration::from_secs(120), || {
         web.reports(2).into_iter().next()
     });
-    assert_eq!(report.outcome("thread-getppid"), clean(450_000));
-    assert_eq!(report.outcome("time-getppid"), clean(20_000));
+    assert_eq!(
+        report.outcome("thread-getppid"),
+        CallOutcome::clean(450_000)
+    );
+    assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(20_000));
 
     web.trigger_round(3);
     let (_, after, _, _) = timing(&web, 3);
@@ -472,14 +441,17 @@ fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     let report = wait_for("round 1 to finish", Duration::from_secs(20), || {
         web.reports(1).into_iter().next()
     });
-    assert_eq!(report.outcome("time-getppid"), clean(60));
+    assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(60));
     let (_, _, _, slow) = timing(&web, 1);
     assert!(
         (10..=30).contains(&slow),
         "{slow} calls delayed before the kill"
     );
     assert_running_untraced(&web);
-    assert_eq!(web.trigger_round(2).outcome("time-getppid"), clean(60));
+    assert_eq!(
+        web.trigger_round(2).outcome("time-getppid"),
+        CallOutcome::clean(60)
+    );
     assert_eq!(timing(&web, 2).3, 0, "nothing delayed after the kill");
 
     // The same with an errno rule.
@@ -488,7 +460,10 @@ fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     attach.signal(libc::SIGKILL);
     attach.wait_exit(Duration::from_secs(10));
     assert_running_untraced(&web);
-    assert_eq!(web.trigger_round(4).outcome("time-getppid"), clean(60));
+    assert_eq!(
+        web.trigger_round(4).outcome("time-getppid"),
+        CallOutcome::clean(60)
+    );
 }
 
 /// `strace -p PID`, killed when dropped.
@@ -545,7 +520,10 @@ fn a_target_traced_by_another_tracer_is_refused_naming_it() {
     );
     drop(strace);
     assert_running_untraced(&web);
-    assert_eq!(web.trigger_round(1).outcome("getppid"), clean(3));
+    assert_eq!(
+        web.trigger_round(1).outcome("getppid"),
+        CallOutcome::clean(3)
+    );
 }
 
 #[test]
@@ -565,7 +543,10 @@ fn the_tracer_lets_go_once_every_rule_has_expired() {
             .then_some(())
     });
     assert_running_untraced(&web);
-    assert_eq!(web.trigger_round(2).outcome("getppid"), clean(5));
+    assert_eq!(
+        web.trigger_round(2).outcome("getppid"),
+        CallOutcome::clean(5)
+    );
     assert!(
         !attach.stderr().contains("syschaos: detached"),
         "chaos-user still runs"
@@ -626,7 +607,7 @@ fn job_control_stops_work_while_traced_and_survive_the_detach() {
     });
     assert_eq!(
         report.outcome("getppid"),
-        failures(libc::EPERM, 4, vec![1, 2, 3, 4], 4)
+        CallOutcome::failing(libc::EPERM, vec![1, 2, 3, 4], 4)
     );
 
     // Detaching from a stopped workload leaves it stopped (T, job control), not traced (t)...
@@ -645,7 +626,10 @@ fn job_control_stops_work_while_traced_and_survive_the_detach() {
     // ...and SIGCONT wakes it as usual, with nothing injected any more.
     docker(&["kill", "-s", "CONT", &web.name]);
     assert_running_untraced(&web);
-    assert_eq!(web.trigger_round(2).outcome("getppid"), clean(4));
+    assert_eq!(
+        web.trigger_round(2).outcome("getppid"),
+        CallOutcome::clean(4)
+    );
 }
 
 #[test]
@@ -674,10 +658,10 @@ fn a_restarted_container_is_traced_again() {
     );
     assert_eq!(
         web.trigger_round(1).outcome("getppid"),
-        failures(libc::EPERM, 4, vec![1, 2, 3, 4], 4)
+        CallOutcome::failing(libc::EPERM, vec![1, 2, 3, 4], 4)
     );
     assert_eq!(
-        injections(&attach, &web.name, "getppid", "EPERM"),
+        attach.injections(&web.name, "getppid", "EPERM", "ptrace"),
         Some(8.0)
     );
     drop(attach);

@@ -8,26 +8,11 @@ use std::{
     process::{Child, ChildStdout, Command, Stdio},
 };
 
-use tests::{attach::Attach, workload_bin};
+use tests::{attach::Attach, cgroup_v2_root, workload_bin};
 
 const UID: &str = "5f2b8c1d-7e4a-4b3c-9d2e-0a1b2c3d4e5f";
 const APP_ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
 const PAUSE_ID: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
-
-/// The cgroup v2 mount point, from /proc/self/mountinfo.
-fn cgroup_v2_root() -> PathBuf {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            right
-                .starts_with("cgroup2 ")
-                .then(|| PathBuf::from(mount_point))
-        })
-        .expect("a cgroup2 mount")
-}
 
 /// A process of the fake pod; killed when dropped.
 struct Process {

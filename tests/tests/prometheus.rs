@@ -4,7 +4,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{attach::Attach, docker::Container, free_port, wait_for};
+use tests::{TempDir, attach::Attach, docker::Container, free_port, wait_for};
 
 struct Prometheus {
     child: Child,
@@ -64,23 +64,6 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("syschaos-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

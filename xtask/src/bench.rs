@@ -1,5 +1,6 @@
 //! `cargo xtask bench ...`
 mod harness;
+mod http;
 pub mod inject;
 mod monitor;
 
@@ -11,6 +12,8 @@ pub enum Bench {
     Monitor(MonitorArgs),
     /// The same injection by chaos-user's ptrace engine and by strace -e inject, on dd bs=1.
     Ptrace(crate::bench_ptrace::PtraceArgs),
+    /// requests/s of an HTTP server under wrk, bare and with chaos-user counting its responses.
+    Http(http::HttpArgs),
     /// getppid and connect under chaos-user inject (1, 1000 rules), attach and strace -e inject.
     Inject(inject::InjectArgs),
 }
@@ -27,5 +30,6 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Monitor(args) => monitor::run(&args),
         Bench::Ptrace(args) => crate::bench_ptrace::run(&args),
         Bench::Inject(args) => inject::run(&args),
+        Bench::Http(args) => http::run(&args),
     }
 }

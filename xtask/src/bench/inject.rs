@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{Context as _, ensure};
 use clap::Args;
 
-use super::harness::{self, Daemon, Timing};
+use super::harness::{self, Daemon, Timing, median};
 use crate::{build, cgroup::Cgroup};
 
 #[derive(Clone, Debug, Args)]
@@ -336,16 +336,5 @@ fn report(bench: &Bench, runs: &[[Vec<Timing>; 2]]) {
             one / strace,
             thousand / strace
         );
-    }
-}
-
-fn median(times: &[f64]) -> f64 {
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context as _, ensure};
 
 use super::{
     MonitorArgs,
-    harness::{self, Daemon, Timing, Tracefs},
+    harness::{self, Daemon, Timing, Tracefs, median},
 };
 use crate::{build, cgroup::Cgroup};
 
@@ -344,15 +344,4 @@ fn report(runs: &[Vec<Run>], dd_cpu: usize) {
         "  one call in {LATENCY_SAMPLE} timed (counts and errors exact): {}",
         verdict(added_ns(Config::ChaosSampled))
     );
-}
-
-fn median(times: &[f64]) -> f64 {
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    }
 }
