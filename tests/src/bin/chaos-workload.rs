@@ -462,6 +462,9 @@ fn serve(port: u16, site: Site) -> ExitCode {
 /// Answers requests on one connection until the client closes it or asks to.
 fn serve_connection(stream: std::net::TcpStream, site: &Site) {
     use std::io::{BufRead as _, BufReader, IoSlice, Write as _};
+    // Responses go out in several writes on purpose: without NODELAY, Nagle would hold the
+    // second one for the client's delayed ACK (40 ms), as real servers avoid by setting it.
+    let _ = stream.set_nodelay(true);
     // Read and write through the same fd, as servers do (HTTP latency is keyed by process and fd).
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
