@@ -280,3 +280,23 @@ pub fn median(times: &[f64]) -> f64 {
         sorted[middle]
     }
 }
+
+/// `chaos-user attach --no-metrics --cgroup CGROUP EXTRA...`, returned once it says it is attached.
+pub fn attach_cgroup(
+    chaos_user: &std::path::Path,
+    cgroup: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<Daemon> {
+    let mut daemon = Daemon::spawn(
+        "chaos-user attach",
+        Command::new(chaos_user)
+            .args(["attach", "--no-metrics", "--cgroup"])
+            .arg(cgroup)
+            .args(extra),
+    )?;
+    daemon.wait_for(
+        |line| line.starts_with("syschaos: attached"),
+        Duration::from_secs(30),
+    )?;
+    Ok(daemon)
+}

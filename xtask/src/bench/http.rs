@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::harness::{Daemon, last_cpu, load_average, median, pin};
+use super::harness::{Daemon, attach_cgroup, last_cpu, load_average, median, pin};
 use crate::{build, cgroup::Cgroup};
 
 /// chaos-user may cost the server at most this fraction of its requests/s.
@@ -120,25 +120,9 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
 }
 
 fn attach(chaos_user: &std::path::Path, cgroup: &Cgroup, extra: &[&str]) -> anyhow::Result<Daemon> {
-    let mut daemon = Daemon::spawn(
-        "chaos-user attach",
-        Command::new(chaos_user)
-            .args([
-                "attach",
-                "--no-metrics",
-                "--json",
-                "--interval",
-                "1s",
-                "--cgroup",
-            ])
-            .arg(&cgroup.path)
-            .args(extra),
-    )?;
-    daemon.wait_for(
-        |line| line.starts_with("syschaos: attached"),
-        Duration::from_secs(30),
-    )?;
-    Ok(daemon)
+    let mut args = vec!["--json", "--interval", "1s"];
+    args.extend_from_slice(extra);
+    attach_cgroup(chaos_user, &cgroup.path, &args)
 }
 
 /// Requests/s that `wrk` reports.

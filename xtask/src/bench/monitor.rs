@@ -127,18 +127,7 @@ impl Bench {
     }
 
     fn chaos_user(&self, cgroup: &Cgroup, output: &[&str]) -> anyhow::Result<Daemon> {
-        let mut daemon = Daemon::spawn(
-            "chaos-user attach",
-            Command::new(&self.chaos_user)
-                .args(["attach", "--no-metrics", "--cgroup"])
-                .arg(&cgroup.path)
-                .args(output),
-        )?;
-        daemon.wait_for(
-            |line| line.starts_with("syschaos: attached"),
-            Duration::from_secs(30),
-        )?;
-        Ok(daemon)
+        harness::attach_cgroup(&self.chaos_user, &cgroup.path, output)
     }
 
     /// A timed run is only worth something if chaos-user really counts dd: check its JSON.
