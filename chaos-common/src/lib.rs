@@ -6,6 +6,8 @@
 
 /// cgroup v2 id (inode number) -> target slot. Decides in the kernel whether a call is counted.
 pub const MAP_TARGETS: &str = "TARGETS";
+/// Single-entry array: [`TargetFilter`], the cheap first check of every call.
+pub const MAP_TARGET_FILTER: &str = "TARGET_FILTER";
 /// Per-CPU `(slot, syscall)` -> [`SyscallStats`].
 pub const MAP_SYSCALL_STATS: &str = "SYSCALL_STATS";
 /// Per-CPU `(slot, syscall, errno)` -> failure count.
@@ -60,6 +62,29 @@ pub const MAX_INFLIGHT_THREADS: u32 = 64 * 1024;
 /// Latency histogram buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns
 /// (bucket 0 also takes 0 ns); the last bucket is open-ended (2^39 ns is about 9 minutes).
 pub const HIST_BUCKETS: usize = 40;
+
+/// Target cgroups the filter lists one by one; with more targets, every call asks `TARGETS`.
+pub const TARGET_FILTER_IDS: usize = 8;
+
+/// Value of [`MAP_TARGET_FILTER`]: the target cgroup ids, while there are few. Most calls on a
+/// host are not a target's; comparing a handful of ids in an array the verifier inlines is
+/// cheaper than a hash miss, and lets `sys_exit` skip its in-flight lookup for them.
+///
+/// A hit is confirmed by `TARGETS` (which holds the slot), so a stale id costs a lookup, never
+/// a wrong count. The loader adds to `TARGETS` before the filter and removes after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetFilter {
+    /// Ids in use, or [`TargetFilter::ALL`] when there are too many to list.
+    pub len: u32,
+    pub _pad: u32,
+    pub cgroup_ids: [u64; TARGET_FILTER_IDS],
+}
+
+impl TargetFilter {
+    /// `len` meaning "every cgroup may be a target: ask `TARGETS`".
+    pub const ALL: u32 = u32::MAX;
+}
 
 /// Key of [`MAP_SYSCALL_STATS`]. Keyed by slot, not cgroup id, so a restarted container
 /// (new cgroup, same target) keeps adding to the same series.
@@ -120,7 +145,7 @@ pub struct InflightCall {
     pub injected: u32,
     /// Calls this thread made, for latency sampling.
     pub seq: u32,
-    /// The call's arguments, saved at entry when tracing or HTTP counting needs them.
+    /// The call's arguments, saved at entry when tracing.
     pub args: [u64; 6],
 }
 
@@ -267,6 +292,7 @@ const _: () = assert!(core::mem::size_of::<StatsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 8 * (3 + HIST_BUCKETS));
 const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
 const _: () = assert!(core::mem::size_of::<InflightCall>() == 40 + 48);
+const _: () = assert!(core::mem::size_of::<TargetFilter>() == 8 + 8 * TARGET_FILTER_IDS);
 const _: () = assert!(core::mem::size_of::<TraceSpec>() == 4);
 const _: () = assert!(
     core::mem::size_of::<TraceEvent>() == 24 + 48 + 8 + 16 + 16 + TRACE_PATH_MAX + TRACE_ADDR_MAX
@@ -279,6 +305,7 @@ const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 6 + 8 + PAT
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, with no implicit padding.
+    unsafe impl aya::Pod for super::TargetFilter {}
     unsafe impl aya::Pod for super::StatsKey {}
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::ErrorKey {}

@@ -3,17 +3,25 @@
 //! call whose data starts with `HTTP/1.x NNN`. Latency runs from the request's read to the
 //! response's write on the same (process, fd).
 //!
+//! Everything happens at `sys_exit`: the return value says how many bytes moved, so failed and
+//! short calls (EAGAIN reads of event-loop servers) cost a comparison, and the buffer still holds
+//! what was written because the thread has not run since. The arguments come from the saved user
+//! registers, which the syscall left alone.
+//!
 //! A server that reads and writes one connection through different fds (dup) gets its responses
 //! counted but not timed.
 //!
 //! Why here and not in cgroup_skb: the syscall buffers hold the bytes the application wrote, in
 //! order, unsplit by TCP segmentation, and these programs already run for the target's calls, so
-//! the extra cost is a comparison for other calls and one small user read for reads/writes.
+//! the extra cost is a comparison for other calls and small user reads for reads/writes.
 //! TLS is out of scope: encrypted bytes carry no status line.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+    },
     macros::map,
     maps::{LruHashMap, PerCpuHashMap},
+    programs::RawTracePointContext,
 };
 use chaos_common::{HttpKey, HttpLatency, InflightCall, latency_bucket};
 
@@ -25,7 +33,8 @@ static HTTP_RESPONSES: PerCpuHashMap<HttpKey, u64> = PerCpuHashMap::with_max_ent
 #[map]
 static HTTP_LATENCY: PerCpuHashMap<u32, HttpLatency> = PerCpuHashMap::with_max_entries(1024, 0);
 
-/// (tgid << 32 | fd) -> when the request was read. LRU: connections that close are forgotten.
+/// (tgid << 32 | fd) -> when the pending request was read, 0 when none is. LRU: connections that
+/// close are forgotten. Entries are rewritten in place: an LRU insert or delete costs far more.
 #[map]
 static HTTP_REQUESTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
@@ -47,7 +56,9 @@ const RECVMSG: usize = 6;
 const SENDMSG: usize = 7;
 
 /// Shortest response start we look at: `HTTP/1.1 200`.
-const STATUS_LINE_MIN: u64 = 12;
+const STATUS_LINE_MIN: i64 = 12;
+/// Shortest request start we look at: a method's first four bytes.
+const METHOD_MIN: i64 = 4;
 
 #[inline(always)]
 pub fn enabled() -> bool {
@@ -60,81 +71,101 @@ fn kind(syscall: u32) -> Option<usize> {
     (0..8).find(|&i| numbers[i] == syscall)
 }
 
+/// At exit of a target's call that moved `ret` bytes; `now` is the exit time if the call was
+/// timed.
 #[inline(always)]
-pub fn wants_args(syscall: u32) -> bool {
-    enabled() && kind(syscall).is_some()
-}
-
-/// At entry of a write-like call: a response starts here if the data begins with a status line.
-#[inline(always)]
-pub fn on_enter(call: &InflightCall) {
+pub fn on_exit(ctx: &RawTracePointContext, call: &InflightCall, ret: i64, now: Option<u64>) {
+    if ret < METHOD_MIN {
+        return;
+    }
     let Some(kind) = kind(call.syscall) else {
         return;
     };
+    let is_write = matches!(kind, WRITE | WRITEV | SENDTO | SENDMSG);
+    if is_write && ret < STATUS_LINE_MIN {
+        return;
+    }
+    let [fd, buf] = fd_and_buf(ctx);
+    let min = if is_write {
+        STATUS_LINE_MIN
+    } else {
+        METHOD_MIN
+    } as u64;
     let data = match kind {
-        WRITE | SENDTO if call.args[2] >= STATUS_LINE_MIN => call.args[1],
-        WRITEV => first_iov_base(call.args[1], STATUS_LINE_MIN),
-        SENDMSG => msghdr_iov_base(call.args[1], STATUS_LINE_MIN),
+        READ | WRITE | RECVFROM | SENDTO => buf,
+        READV | WRITEV => first_iov_base(buf, min),
+        RECVMSG | SENDMSG => msghdr_iov_base(buf, min),
         _ => 0,
     };
     if data == 0 {
         return;
     }
+    let now = || now.unwrap_or_else(|| unsafe { bpf_ktime_get_ns() });
+    if is_write {
+        on_response(call.slot, fd, data, now);
+    } else {
+        on_request(fd, data, now);
+    }
+}
+
+/// The first two syscall arguments (rdi, rsi on x86_64: contiguous in `struct pt_regs`).
+#[inline(always)]
+fn fd_and_buf(ctx: &RawTracePointContext) -> [u64; 2] {
+    let regs: *const u8 = ctx.arg(0);
+    match unsafe { bpf_probe_read_kernel(regs.add(104) as *const [u64; 2]) } {
+        Ok([rsi, rdi]) => [rdi, rsi],
+        Err(_) => [0, 0],
+    }
+}
+
+/// A write-like call: a response if its data begins with a status line.
+#[inline(always)]
+fn on_response(slot: u32, fd: u64, data: u64, now: impl FnOnce() -> u64) {
     let Ok(head) = (unsafe { bpf_probe_read_user(data as *const [u8; 12]) }) else {
         return;
     };
     let Some(code) = status_code(&head) else {
         return;
     };
-    let key = HttpKey {
-        slot: call.slot,
-        code,
-    };
-    if let Some(count) = get_or_zero(&HTTP_RESPONSES, &key, &0) {
+    if let Some(count) = get_or_zero(&HTTP_RESPONSES, &HttpKey { slot, code }, &0) {
         unsafe { *count += 1 };
     }
-    let connection = connection(call.args[0]);
-    if let Some(&started) = unsafe { HTTP_REQUESTS.get(&connection) } {
-        let _ = HTTP_REQUESTS.remove(&connection);
-        // The call itself may be untimed (latency sampling): read the clock here, responses are rare.
-        let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(started);
-        if let Some(latency) = get_or_zero(&HTTP_LATENCY, &call.slot, &HttpLatency::ZERO) {
-            let latency = unsafe { &mut *latency };
-            latency.count += 1;
-            latency.sum_ns += elapsed;
-            if let Some(bucket) = latency.hist.get_mut(latency_bucket(elapsed)) {
-                *bucket += 1;
-            }
+    let Some(started) = HTTP_REQUESTS.get_ptr_mut(&connection(fd)) else {
+        return;
+    };
+    let started = unsafe { &mut *started };
+    if *started == 0 {
+        return;
+    }
+    let elapsed = now().saturating_sub(*started);
+    *started = 0;
+    if let Some(latency) = get_or_zero(&HTTP_LATENCY, &slot, &HttpLatency::ZERO) {
+        let latency = unsafe { &mut *latency };
+        latency.count += 1;
+        latency.sum_ns += elapsed;
+        if let Some(bucket) = latency.hist.get_mut(latency_bucket(elapsed)) {
+            *bucket += 1;
         }
     }
 }
 
-/// At exit of a read-like call: a request starts here if the data read begins with a method.
+/// A read-like call: a request starts here if the data read begins with a method.
 #[inline(always)]
-pub fn on_exit(call: &InflightCall, ret: i64) {
-    if ret < 4 {
-        return;
-    }
-    let Some(kind) = kind(call.syscall) else {
-        return;
-    };
-    let data = match kind {
-        READ | RECVFROM => call.args[1],
-        READV => first_iov_base(call.args[1], 4),
-        RECVMSG => msghdr_iov_base(call.args[1], 4),
-        _ => 0,
-    };
-    if data == 0 {
-        return;
-    }
+fn on_request(fd: u64, data: u64, now: impl FnOnce() -> u64) {
     let Ok(head) = (unsafe { bpf_probe_read_user(data as *const [u8; 4]) }) else {
         return;
     };
     if !is_method(&head) {
         return;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    let _ = HTTP_REQUESTS.insert(&connection(call.args[0]), &now, 0);
+    let connection = connection(fd);
+    let now = now();
+    match HTTP_REQUESTS.get_ptr_mut(&connection) {
+        Some(started) => unsafe { *started = now },
+        None => {
+            let _ = HTTP_REQUESTS.insert(&connection, &now, 0);
+        }
+    }
 }
 
 #[inline(always)]

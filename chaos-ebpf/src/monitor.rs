@@ -4,8 +4,9 @@
 //! and return value as plain arguments, without the record copy that a perf tracepoint makes,
 //! which is most of the per-call cost a bpftrace script pays.
 //!
-//! Cost for threads that are not targets: one cgroup-id read and one hash miss at entry, one hash
-//! miss at exit. Targets pay one more lookup on each side and a per-CPU stats update at exit.
+//! Cost for threads that are not targets, on each side: a cgroup-id read and a few compares in
+//! an inlined array (`TargetFilter`). Targets pay a hash lookup on each side (the slot at entry,
+//! the in-flight call at exit) and a per-CPU stats update at exit.
 
 use crate::{http, inject, trace};
 use aya_ebpf::{
@@ -14,13 +15,16 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
     programs::RawTracePointContext,
 };
 use chaos_common::{
     ErrorKey, InflightCall, MAX_ERROR_ENTRIES, MAX_INFLIGHT_THREADS, MAX_STATS_ENTRIES,
-    MAX_TARGETS, StatsKey, SyscallStats, latency_bucket,
+    MAX_TARGETS, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter, latency_bucket,
 };
+
+#[map]
+static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
 
 #[map]
 static TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
@@ -70,6 +74,9 @@ static IDLE_CALL: InflightCall = InflightCall {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if !may_be_target(cgroup_id) {
+        return 0;
+    }
     let Some(slot) = (unsafe { TARGETS.get(&cgroup_id) }).copied() else {
         return 0;
     };
@@ -101,7 +108,7 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     call.pending_errno = 0;
     call.injected = 0;
     call.seq = call.seq.wrapping_add(1);
-    if trace::enabled() || http::wants_args(syscall) {
+    if trace::enabled() {
         call.args = syscall_args(&ctx);
     }
     if inject::enabled() {
@@ -112,15 +119,33 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
         call.start_ns = 0;
         return 0;
     }
-    if http::enabled() {
-        http::on_enter(call);
-    }
     call.start_ns = if timed(call.seq) {
         unsafe { bpf_ktime_get_ns() }
     } else {
         UNTIMED
     };
     0
+}
+
+/// False when `cgroup_id` is surely not a target: the common case, answered without a hash.
+#[inline(always)]
+fn may_be_target(cgroup_id: u64) -> bool {
+    let Some(filter) = TARGET_FILTER.get(0) else {
+        return true;
+    };
+    let len = filter.len;
+    if len == TargetFilter::ALL {
+        return true;
+    }
+    for i in 0..TARGET_FILTER_IDS {
+        if i as u32 >= len {
+            break;
+        }
+        if filter.cgroup_ids[i] == cgroup_id {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether this call of the thread is timed (always when tracing: events carry times).
@@ -132,6 +157,11 @@ fn timed(seq: u32) -> bool {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
+    // Threads of other cgroups stop here, before the in-flight lookup. (A thread that moved
+    // out of a target mid-call loses that one call; its entry is reused at its next call.)
+    if !may_be_target(unsafe { bpf_get_current_cgroup_id() }) {
+        return 0;
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(entry) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
@@ -144,11 +174,12 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
     call.pending_errno = 0;
-    let elapsed = if start_ns == UNTIMED {
+    let now = if start_ns == UNTIMED {
         None
     } else {
-        Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
+        Some(unsafe { bpf_ktime_get_ns() })
     };
+    let elapsed = now.map(|now| now.saturating_sub(start_ns));
     let ret: i64 = ctx.arg(1);
     let key = StatsKey {
         slot: call.slot,
@@ -177,7 +208,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         });
     }
     if http::enabled() {
-        http::on_exit(call, ret);
+        http::on_exit(&ctx, call, ret, now);
     }
     if trace::enabled() {
         trace::emit(call, start_ns, ret, elapsed.unwrap_or(0));

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, MapError, PerCpuHashMap},
     programs::{ProgramError, RawTracePoint},
 };
 use chaos_common::{
-    ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGETS, PROG_SYS_ENTER, PROG_SYS_EXIT,
-    StatsKey, SyscallStats,
+    ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS,
+    PROG_SYS_ENTER, PROG_SYS_EXIT, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter,
 };
 use thiserror::Error;
 
@@ -44,6 +44,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
+    /// The kernel's quick "surely not a target" check, kept in step with `targets`.
+    target_filter: Array<MapData, TargetFilter>,
+    target_ids: FilterIds,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     /// Present when loaded with tracing on.
@@ -110,6 +113,7 @@ impl Monitor {
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
+        let target_filter = Array::try_from(take(MAP_TARGET_FILTER)?)?;
         let stats = PerCpuHashMap::try_from(take(MAP_SYSCALL_STATS)?)?;
         let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
         let trace = if options.trace.is_some() {
@@ -129,6 +133,8 @@ impl Monitor {
         };
         Ok(Self {
             targets,
+            target_filter,
+            target_ids: FilterIds::default(),
             stats,
             errors,
             trace,
@@ -149,15 +155,25 @@ impl Monitor {
     }
 
     /// Counts the calls of the tasks in cgroup `cgroup_id` under `slot`.
+    /// The filter admits a superset of `TARGETS` at every moment: it learns an id after the
+    /// hash does and forgets it before.
     pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
-        Ok(self.targets.insert(cgroup_id, slot, 0)?)
+        self.targets.insert(cgroup_id, slot, 0)?;
+        self.target_ids.add(cgroup_id);
+        self.write_target_filter()
     }
 
     pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), MonitorError> {
+        self.target_ids.remove(cgroup_id);
+        self.write_target_filter()?;
         match self.targets.remove(&cgroup_id) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn write_target_filter(&mut self) -> Result<(), MonitorError> {
+        Ok(self.target_filter.set(0, self.target_ids.filter(), 0)?)
     }
 
     pub fn read(&self) -> Result<Counters, MonitorError> {
@@ -185,6 +201,44 @@ impl Monitor {
             counters.http = http.read()?;
         }
         Ok(counters)
+    }
+}
+
+/// The target ids at stable positions (0 marks a free one). The kernel reads the filter while
+/// it is rewritten, without a lock: an id that stays keeps its position and so its bytes, and a
+/// concurrent reader cannot miss it.
+#[derive(Debug, Default)]
+struct FilterIds(Vec<u64>);
+
+impl FilterIds {
+    fn add(&mut self, id: u64) {
+        if self.0.contains(&id) {
+            return;
+        }
+        match self.0.iter_mut().find(|slot| **slot == 0) {
+            Some(free) => *free = id,
+            None => self.0.push(id),
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        for slot in self.0.iter_mut().filter(|slot| **slot == id) {
+            *slot = 0;
+        }
+        while self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+
+    fn filter(&self) -> TargetFilter {
+        let mut filter = TargetFilter::default();
+        if self.0.len() > TARGET_FILTER_IDS {
+            filter.len = TargetFilter::ALL;
+        } else {
+            filter.len = self.0.len() as u32;
+            filter.cgroup_ids[..self.0.len()].copy_from_slice(&self.0);
+        }
+        filter
     }
 }
 
@@ -244,5 +298,38 @@ fn raise_memlock_limit() {
     // SAFETY: setrlimit only reads the struct we pass.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_ids_keep_their_positions() {
+        let mut ids = FilterIds::default();
+        for id in [11, 12, 13] {
+            ids.add(id);
+        }
+        ids.remove(12);
+        assert_eq!(ids.filter().cgroup_ids[..3], [11, 0, 13]);
+        assert_eq!(ids.filter().len, 3);
+        ids.add(14);
+        assert_eq!(ids.filter().cgroup_ids[..3], [11, 14, 13]);
+        ids.remove(13);
+        assert_eq!(ids.filter().len, 2);
+    }
+
+    #[test]
+    fn too_many_targets_admit_every_cgroup() {
+        let mut ids = FilterIds::default();
+        for id in 1..=TARGET_FILTER_IDS as u64 {
+            ids.add(id);
+        }
+        assert_eq!(ids.filter().len, TARGET_FILTER_IDS as u32);
+        ids.add(100);
+        assert_eq!(ids.filter().len, TargetFilter::ALL);
+        ids.remove(100);
+        assert_eq!(ids.filter().len, TARGET_FILTER_IDS as u32);
     }
 }
