@@ -2,6 +2,7 @@
 mod harness;
 mod http;
 pub mod inject;
+mod inject_vm;
 mod monitor;
 
 use clap::{Args, Subcommand};
@@ -14,7 +15,8 @@ pub enum Bench {
     Ptrace(crate::bench_ptrace::PtraceArgs),
     /// requests/s of an HTTP server under wrk, bare and with chaos-user counting its responses.
     Http(http::HttpArgs),
-    /// getppid and connect under chaos-user inject (1, 1000 rules), attach and strace -e inject.
+    /// getppid and connect under chaos-user inject (1, 1000 rules), attach and strace -e inject;
+    /// then getppid and openat with the kprobe engine in the override VM.
     Inject(inject::InjectArgs),
 }
 

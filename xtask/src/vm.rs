@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: boot the test kernels under QEMU with an initramfs of our static binaries.
 //!
-//! The initramfs holds `/init` (tests/src/bin/chaos-vm-init.rs), `/bin/chaos-user` and
+//! The initramfs holds `/init` (tests/src/bin/chaos-vm-init/), `/bin/chaos-user` and
 //! `/bin/chaos-workload`. The init runs the tests named by `syschaos.tests=` on the kernel
 //! command line and ends with one summary line, `syschaos-vm: N passed, M failed`, then reboots,
 //! which makes QEMU (-no-reboot) exit. We read that line from the serial console.
@@ -87,7 +87,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         let path = kernel_dir.join(kernel.file);
         anyhow::ensure!(path.is_file(), "kernel {} not found", path.display());
     }
-    let initrd = build_initramfs()?;
+    let initrd = build_initramfs(&[])?;
 
     let mut results = Vec::new();
     for kernel in kernels {
@@ -121,16 +121,36 @@ fn kernel_dir() -> PathBuf {
         .join("kernels")
 }
 
-/// Builds the static binaries and writes target/vm/initramfs.cpio.
-fn build_initramfs() -> anyhow::Result<PathBuf> {
+/// Builds the static binaries and writes target/vm/initramfs.cpio, with `extra` host files
+/// (and the shared libraries they load) at their own paths.
+fn build_initramfs(extra: &[&Path]) -> anyhow::Result<PathBuf> {
     let (chaos_user, workload) = build::static_binaries()?;
     let init = build::release("tests", Some(build::MUSL))?.join("chaos-vm-init");
     let dir = build::workspace_root().join("target").join("vm");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("initramfs.cpio");
-    write_initramfs(&path, &init, &chaos_user, &workload)
+    let mut host_files = Vec::new();
+    for file in extra {
+        host_files.push(file.to_path_buf());
+        host_files.extend(shared_libraries(file)?);
+    }
+    write_initramfs(&path, &init, &chaos_user, &workload, &host_files)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// What `ldd` says `binary` loads, the dynamic loader included.
+fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let output = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .with_context(|| format!("ldd {}", binary.display()))?;
+    anyhow::ensure!(output.status.success(), "ldd {} failed", binary.display());
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
 }
 
 fn write_initramfs(
@@ -138,6 +158,7 @@ fn write_initramfs(
     init: &Path,
     chaos_user: &Path,
     workload: &Path,
+    host_files: &[PathBuf],
 ) -> anyhow::Result<()> {
     let mut cpio = Cpio::new(BufWriter::new(File::create(path)?));
     // Mount points of the init; sysfs provides the ones below /sys itself.
@@ -153,8 +174,70 @@ fn write_initramfs(
         cpio.file(name, 0o755, source)
             .with_context(|| format!("adding {}", source.display()))?;
     }
+    let mut dirs_made = vec![PathBuf::from("bin")];
+    for file in host_files {
+        let inside = file.strip_prefix("/").unwrap_or(file);
+        // Parents first, each once.
+        let parents: Vec<&Path> = inside.ancestors().skip(1).collect();
+        for dir in parents
+            .into_iter()
+            .rev()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            if !dirs_made.iter().any(|made| made == dir) {
+                cpio.dir(&dir.to_string_lossy(), 0o755)?;
+                dirs_made.push(dir.to_path_buf());
+            }
+        }
+        cpio.file(&inside.to_string_lossy(), 0o755, file)
+            .with_context(|| format!("adding {}", file.display()))?;
+    }
     cpio.finish()?;
     Ok(())
+}
+
+/// Boots `kernel` ("debian" or "override") to run one in-VM benchmark, with `host_files` (and
+/// their libraries) in the initramfs; returns its `vm-bench ...` lines once it has passed.
+pub fn run_bench(
+    kernel: &str,
+    test: &str,
+    host_files: &[&Path],
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let kernel = KERNELS
+        .iter()
+        .find(|k| k.name == kernel)
+        .with_context(|| format!("no kernel named {kernel}"))?;
+    let path = kernel_dir().join(kernel.file);
+    anyhow::ensure!(path.is_file(), "kernel {} not found", path.display());
+    let boot = Boot {
+        name: kernel.name,
+        kernel: path,
+        initrd: build_initramfs(host_files)?,
+        tests: test.to_owned(),
+        timeout,
+    };
+    let started = Instant::now();
+    let serial = boot.watch(started)?;
+    let lines = serial.bench_lines.clone();
+    let mut result = BootResult {
+        name: kernel.name,
+        passed: 0,
+        failed: 0,
+        problem: None,
+        boot_time: None,
+        total_time: Duration::ZERO,
+    };
+    serial.judge(test, &mut result);
+    if let Some(problem) = result.problem {
+        bail!("{test} on the {} kernel: {problem}", kernel.name);
+    }
+    anyhow::ensure!(
+        result.failed == 0 && result.passed == 1,
+        "{test} on the {} kernel failed (its reason is above)",
+        kernel.name
+    );
+    Ok(lines)
 }
 
 /// One kernel to boot and what to run in it.
@@ -325,12 +408,17 @@ struct Serial {
     summary: Option<(u32, u32)>,
     /// A timeout or QEMU's failure.
     qemu_problem: Option<String>,
+    /// `vm-bench ...` lines of an in-VM benchmark.
+    bench_lines: Vec<String>,
 }
 
 impl Serial {
     fn read(&mut self, line: &str, elapsed: Duration) {
         if self.boot_time.is_none() && line.contains("syschaos-vm: init started") {
             self.boot_time = Some(elapsed);
+        }
+        if line.starts_with("vm-bench ") {
+            self.bench_lines.push(line.to_owned());
         }
         if line.starts_with("vm-test ") && line.ends_with(" ... ok") {
             self.ok_lines += 1;

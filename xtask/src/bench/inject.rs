@@ -1,6 +1,7 @@
 //! `cargo xtask bench inject`: what chaos-user's in-kernel injection adds to each call of a process,
 //! for a call it leaves alone (getppid) and one it fails (connect), with 1 rule and with 1000, next
-//! to the monitor alone and to strace -e inject, measured in the same run.
+//! to the monitor alone and to strace -e inject, measured in the same run. That is the
+//! cgroup-sock engine; the kprobe engine's runs follow in the override VM (inject_vm.rs).
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context as _, ensure};
@@ -20,6 +21,12 @@ pub struct InjectArgs {
     /// connect calls per run (to a loopback listener): the rule fails them with ECONNREFUSED.
     #[arg(long, default_value_t = 20_000)]
     pub connect: u64,
+    /// Only the host part: skip the kprobe engine's runs in the override VM.
+    #[arg(long, conflicts_with = "vm_only")]
+    pub skip_vm: bool,
+    /// Only the kprobe engine's runs in the override VM.
+    #[arg(long)]
+    pub vm_only: bool,
 }
 
 /// The rule under test, and the others that make 4 rules per target. The workload's listener
@@ -202,6 +209,9 @@ fn json_number(json: &str, key: &str) -> Option<u64> {
 }
 
 pub fn run(args: &InjectArgs) -> anyhow::Result<()> {
+    if args.vm_only {
+        return super::inject_vm::run();
+    }
     let workload = build::release("tests", Some(build::MUSL))?.join("chaos-workload");
     let chaos_user = build::chaos_user()?;
     if Command::new("strace").arg("-V").output().is_err() {
@@ -248,6 +258,9 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<()> {
     }
     eprintln!("bench: load average {}", harness::load_average());
     report(&bench, &runs);
+    if !args.skip_vm {
+        super::inject_vm::run()?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,11 @@
 //! `syschaos-vm: N passed, M failed`, and reboots (QEMU runs with -no-reboot, so it exits).
 //! Whatever happens (a panic, a stuck test), the summary is printed and the machine reboots:
 //! a watchdog thread (`syschaos.watchdog=SECONDS`) makes sure of it.
+//!
+//! `bench-kprobe` (bench.rs) is not a test but a benchmark run for `cargo xtask bench inject`;
+//! it fails like one when what it times is not what it claims.
+mod bench;
+
 use std::{
     ffi::CString,
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
@@ -31,6 +36,7 @@ const TESTS: &[(&str, Test)] = &[
     ("inject-kprobe", inject_kprobe),
     ("inject-lsm", inject_lsm),
     ("inject-refused", inject_refused),
+    ("bench-kprobe", bench::bench_kprobe),
 ];
 const DEFAULT_TESTS: &str = "monitor";
 const DEFAULT_WATCHDOG: Duration = Duration::from_secs(100);
