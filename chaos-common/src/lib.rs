@@ -63,26 +63,27 @@ pub const MAX_INFLIGHT_THREADS: u32 = 64 * 1024;
 /// (bucket 0 also takes 0 ns); the last bucket is open-ended (2^39 ns is about 9 minutes).
 pub const HIST_BUCKETS: usize = 40;
 
-/// Target cgroups the filter lists one by one; with more targets, every call asks `TARGETS`.
+/// Target cgroups the filter lists one by one; with more, every call asks `TARGETS`.
 pub const TARGET_FILTER_IDS: usize = 8;
 
-/// Value of [`MAP_TARGET_FILTER`]: the target cgroup ids, while there are few. Most calls on a
-/// host are not a target's; comparing a handful of ids in an array the verifier inlines is
-/// cheaper than a hash miss, and lets `sys_exit` skip its in-flight lookup for them.
+/// Value of [`MAP_TARGET_FILTER`]: the targets, while there are few. Most calls on a host are
+/// not a target's; comparing a handful of ids in an array the verifier inlines is cheaper than a
+/// hash lookup, and gives a target's slot without one.
 ///
-/// A hit is confirmed by `TARGETS` (which holds the slot), so a stale id costs a lookup, never
-/// a wrong count. The loader adds to `TARGETS` before the filter and removes after it.
+/// The loader rewrites it while the kernel reads it, without a lock, so it never moves an id
+/// and never changes a live id's slot: a freed position gets its slot written first, its id after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TargetFilter {
-    /// Ids in use, or [`TargetFilter::ALL`] when there are too many to list.
+    /// Positions in use (some may be free: id 0), or [`TargetFilter::ALL`].
     pub len: u32,
     pub _pad: u32,
     pub cgroup_ids: [u64; TARGET_FILTER_IDS],
+    pub slots: [u32; TARGET_FILTER_IDS],
 }
 
 impl TargetFilter {
-    /// `len` meaning "every cgroup may be a target: ask `TARGETS`".
+    /// `len` meaning "too many targets to list: ask `TARGETS`".
     pub const ALL: u32 = u32::MAX;
 }
 
@@ -143,8 +144,7 @@ pub struct InflightCall {
     pub pending_engine: u32,
     /// Set when a fault was injected into this call (marks its trace event).
     pub injected: u32,
-    /// Calls this thread made, for latency sampling.
-    pub seq: u32,
+    pub _pad: u32,
     /// The call's arguments, saved at entry when tracing.
     pub args: [u64; 6],
 }
@@ -292,7 +292,7 @@ const _: () = assert!(core::mem::size_of::<StatsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 8 * (3 + HIST_BUCKETS));
 const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
 const _: () = assert!(core::mem::size_of::<InflightCall>() == 40 + 48);
-const _: () = assert!(core::mem::size_of::<TargetFilter>() == 8 + 8 * TARGET_FILTER_IDS);
+const _: () = assert!(core::mem::size_of::<TargetFilter>() == 8 + 12 * TARGET_FILTER_IDS);
 const _: () = assert!(core::mem::size_of::<TraceSpec>() == 4);
 const _: () = assert!(
     core::mem::size_of::<TraceEvent>() == 24 + 48 + 8 + 16 + 16 + TRACE_PATH_MAX + TRACE_ADDR_MAX

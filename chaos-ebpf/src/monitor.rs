@@ -5,13 +5,13 @@
 //! which is most of the per-call cost a bpftrace script pays.
 //!
 //! Cost for threads that are not targets, on each side: a cgroup-id read and a few compares in
-//! an inlined array (`TargetFilter`). Targets pay a hash lookup on each side (the slot at entry,
-//! the in-flight call at exit) and a per-CPU stats update at exit.
+//! an inlined array (`TargetFilter`, which also gives a target's slot). Targets pay the in-flight
+//! lookup on each side and a per-CPU stats update at exit.
 
 use crate::{http, inject, trace};
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
@@ -51,7 +51,7 @@ static SYS_EXIT_GROUP_NR: u32 = u32::MAX;
 
 const MAX_ERRNO: i64 = 4095;
 
-/// Time one call in N per thread (`--latency-sample N`, set by the loader; 1: every call).
+/// Time one call in N, at random (`--latency-sample N`, set by the loader; 1: every call).
 /// Counts and errors stay exact; sampled latencies are weighted by N in the histogram.
 #[unsafe(no_mangle)]
 static LATENCY_SAMPLE: u32 = 1;
@@ -67,17 +67,14 @@ static IDLE_CALL: InflightCall = InflightCall {
     pending_errno: 0,
     pending_engine: 0,
     injected: 0,
-    seq: 0,
+    _pad: 0,
     args: [0; 6],
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if !may_be_target(cgroup_id) {
-        return 0;
-    }
-    let Some(slot) = (unsafe { TARGETS.get(&cgroup_id) }).copied() else {
+    let Some(slot) = target_slot(cgroup_id) else {
         return 0;
     };
     let syscall: i64 = ctx.arg(1);
@@ -107,7 +104,6 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     call.cgroup_id = cgroup_id;
     call.pending_errno = 0;
     call.injected = 0;
-    call.seq = call.seq.wrapping_add(1);
     if trace::enabled() {
         call.args = syscall_args(&ctx);
     }
@@ -119,7 +115,7 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
         call.start_ns = 0;
         return 0;
     }
-    call.start_ns = if timed(call.seq) {
+    call.start_ns = if timed() {
         unsafe { bpf_ktime_get_ns() }
     } else {
         UNTIMED
@@ -127,39 +123,40 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// False when `cgroup_id` is surely not a target: the common case, answered without a hash.
+/// The slot of `cgroup_id` if it is a target: from the filter while it lists the targets,
+/// from `TARGETS` beyond that.
 #[inline(always)]
-fn may_be_target(cgroup_id: u64) -> bool {
-    let Some(filter) = TARGET_FILTER.get(0) else {
-        return true;
-    };
+fn target_slot(cgroup_id: u64) -> Option<u32> {
+    let filter = TARGET_FILTER.get(0)?;
     let len = filter.len;
     if len == TargetFilter::ALL {
-        return true;
+        return unsafe { TARGETS.get(&cgroup_id) }.copied();
     }
     for i in 0..TARGET_FILTER_IDS {
         if i as u32 >= len {
             break;
         }
         if filter.cgroup_ids[i] == cgroup_id {
-            return true;
+            return Some(filter.slots[i]);
         }
     }
-    false
+    None
 }
 
-/// Whether this call of the thread is timed (always when tracing: events carry times).
+/// Whether this call is timed (always when tracing: events carry times). Chosen at random: every
+/// N-th call of a thread would alias with its patterns (dd's read/write alternation would get
+/// only its writes timed).
 #[inline(always)]
-fn timed(seq: u32) -> bool {
+fn timed() -> bool {
     let sample = unsafe { core::ptr::read_volatile(&LATENCY_SAMPLE) };
-    sample <= 1 || trace::enabled() || seq % sample == 0
+    sample <= 1 || trace::enabled() || unsafe { bpf_get_prandom_u32() } % sample == 0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Threads of other cgroups stop here, before the in-flight lookup. (A thread that moved
     // out of a target mid-call loses that one call; its entry is reused at its next call.)
-    if !may_be_target(unsafe { bpf_get_current_cgroup_id() }) {
+    if target_slot(unsafe { bpf_get_current_cgroup_id() }).is_none() {
         return 0;
     }
     let tid = bpf_get_current_pid_tgid() as u32;

@@ -155,11 +155,15 @@ impl Monitor {
     }
 
     /// Counts the calls of the tasks in cgroup `cgroup_id` under `slot`.
-    /// The filter admits a superset of `TARGETS` at every moment: it learns an id after the
-    /// hash does and forgets it before.
+    /// `TARGETS` learns a target before the filter and forgets it after, so the two never
+    /// disagree about a target that stays.
     pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
         self.targets.insert(cgroup_id, slot, 0)?;
-        self.target_ids.add(cgroup_id);
+        if let Some(position) = self.target_ids.reserve(cgroup_id, slot) {
+            // Two writes: the slot lands before the id that makes the kernel read it.
+            self.write_target_filter()?;
+            self.target_ids.arm(position, cgroup_id);
+        }
         self.write_target_filter()
     }
 
@@ -204,28 +208,40 @@ impl Monitor {
     }
 }
 
-/// The target ids at stable positions (0 marks a free one). The kernel reads the filter while
-/// it is rewritten, without a lock: an id that stays keeps its position and so its bytes, and a
-/// concurrent reader cannot miss it.
+/// The targets at stable positions, as `(cgroup id, slot)`; id 0 marks a free position. The
+/// kernel reads the filter while it is rewritten, without a lock: an id that stays keeps its
+/// position and its slot, so their bytes do not change and a concurrent reader cannot miss them.
 #[derive(Debug, Default)]
-struct FilterIds(Vec<u64>);
+struct FilterIds(Vec<(u64, u32)>);
 
 impl FilterIds {
-    fn add(&mut self, id: u64) {
-        if self.0.contains(&id) {
-            return;
+    /// Takes a free position for `id` with `slot` but id 0 still, so that the slot can be
+    /// written before the id; `arm` then sets the id. None if `id` is listed already.
+    fn reserve(&mut self, id: u64, slot: u32) -> Option<usize> {
+        if self.0.iter().any(|&(listed, _)| listed == id) {
+            return None;
         }
-        match self.0.iter_mut().find(|slot| **slot == 0) {
-            Some(free) => *free = id,
-            None => self.0.push(id),
+        match self.0.iter().position(|&(listed, _)| listed == 0) {
+            Some(free) => {
+                self.0[free].1 = slot;
+                Some(free)
+            }
+            None => {
+                self.0.push((0, slot));
+                Some(self.0.len() - 1)
+            }
         }
     }
 
+    fn arm(&mut self, position: usize, id: u64) {
+        self.0[position].0 = id;
+    }
+
     fn remove(&mut self, id: u64) {
-        for slot in self.0.iter_mut().filter(|slot| **slot == id) {
-            *slot = 0;
+        for entry in self.0.iter_mut().filter(|(listed, _)| *listed == id) {
+            entry.0 = 0;
         }
-        while self.0.last() == Some(&0) {
+        while self.0.last().is_some_and(|&(listed, _)| listed == 0) {
             self.0.pop();
         }
     }
@@ -234,9 +250,12 @@ impl FilterIds {
         let mut filter = TargetFilter::default();
         if self.0.len() > TARGET_FILTER_IDS {
             filter.len = TargetFilter::ALL;
-        } else {
-            filter.len = self.0.len() as u32;
-            filter.cgroup_ids[..self.0.len()].copy_from_slice(&self.0);
+            return filter;
+        }
+        filter.len = self.0.len() as u32;
+        for (i, &(id, slot)) in self.0.iter().enumerate() {
+            filter.cgroup_ids[i] = id;
+            filter.slots[i] = slot;
         }
         filter
     }
@@ -305,29 +324,42 @@ fn raise_memlock_limit() {
 mod tests {
     use super::*;
 
+    fn add(ids: &mut FilterIds, id: u64, slot: u32) {
+        let position = ids.reserve(id, slot).expect("not listed yet");
+        // What the kernel sees between the two writes: the slot, but not yet the id.
+        let filter = ids.filter();
+        if filter.len != TargetFilter::ALL {
+            assert_eq!(filter.cgroup_ids[position], 0);
+            assert_eq!(filter.slots[position], slot);
+        }
+        ids.arm(position, id);
+    }
+
     #[test]
-    fn filter_ids_keep_their_positions() {
+    fn filter_ids_keep_their_positions_and_slots() {
         let mut ids = FilterIds::default();
-        for id in [11, 12, 13] {
-            ids.add(id);
+        for (id, slot) in [(11, 0), (12, 1), (13, 2)] {
+            add(&mut ids, id, slot);
         }
         ids.remove(12);
         assert_eq!(ids.filter().cgroup_ids[..3], [11, 0, 13]);
         assert_eq!(ids.filter().len, 3);
-        ids.add(14);
+        add(&mut ids, 14, 7);
         assert_eq!(ids.filter().cgroup_ids[..3], [11, 14, 13]);
+        assert_eq!(ids.filter().slots[..3], [0, 7, 2]);
+        assert_eq!(ids.reserve(14, 7), None);
         ids.remove(13);
         assert_eq!(ids.filter().len, 2);
     }
 
     #[test]
-    fn too_many_targets_admit_every_cgroup() {
+    fn too_many_targets_send_every_cgroup_to_the_hash() {
         let mut ids = FilterIds::default();
         for id in 1..=TARGET_FILTER_IDS as u64 {
-            ids.add(id);
+            add(&mut ids, id, id as u32);
         }
         assert_eq!(ids.filter().len, TARGET_FILTER_IDS as u32);
-        ids.add(100);
+        add(&mut ids, 100, 100);
         assert_eq!(ids.filter().len, TargetFilter::ALL);
         ids.remove(100);
         assert_eq!(ids.filter().len, TARGET_FILTER_IDS as u32);

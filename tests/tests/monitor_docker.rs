@@ -91,6 +91,32 @@ fn two_containers_get_exact_counts_and_host_processes_none() {
     }
 }
 
+/// `--latency-sample 4`: counts stay exact, and both syscalls of an alternating pattern get their
+/// share of timed calls (a sampler taking every 4th call of a thread would time only one of them).
+#[test]
+fn sampled_latency_keeps_counts_exact_and_times_every_syscall() {
+    const N: f64 = 20000.0;
+    let web = Container::start("sampled", &["--alternate", "20000"]);
+    let attach = Attach::start(&["--container", &web.name, "--latency-sample", "4"]);
+    web.trigger_round(1);
+    let scrape = attach.metrics();
+    for syscall in ["getppid", "getuid"] {
+        assert_eq!(calls(&scrape, &web.name, syscall), Some(N), "{syscall}");
+        let weighted = scrape
+            .value(
+                "syschaos_syscall_duration_seconds_count",
+                &[("target", &web.name), ("syscall", syscall)],
+            )
+            .unwrap_or(0.0);
+        // Binomial(N, 1/4) timed calls weighing 4 each: N plus or minus 6 sigma, with
+        // sigma = 4 * sqrt(N * 1/4 * 3/4) = 245.
+        assert!(
+            (N - 1470.0..=N + 1470.0).contains(&weighted),
+            "{syscall}: histogram count {weighted}, expected about {N}"
+        );
+    }
+}
+
 #[test]
 fn attach_by_pid_and_by_cgroup_path() {
     let by_pid = Container::start("bypid", &["--getppid", "123", "--open-missing", "4"]);

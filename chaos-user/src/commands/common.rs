@@ -107,7 +107,7 @@ pub struct OutputArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
-    /// Time one call in N per thread (default: every call). Counts and errors stay exact; the
+    /// Time one call in N, chosen at random (default: every call). Counts and errors stay exact; the
     /// latency histogram becomes an estimate (each timed call weighs N). Saves two clock reads
     /// per untimed call.
     #[arg(long, default_value_t = 1, value_name = "N")]

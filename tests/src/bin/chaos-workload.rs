@@ -29,7 +29,8 @@
 //! getppid timed: the report adds min_ns, p50_ns, p99_ns, max_ns and `slow`, the calls that took
 //! --slow-us US or longer, default 1000), --thread-getppid N (N getppid in each of --threads T
 //! threads, default 4, created for the round), --fork-getppid N (N getppid in each of --forks F
-//! child processes, default 3, forked for the round). --wait-ms MS sleeps before the calls.
+//! child processes, default 3, forked for the round), --alternate N (getppid then getuid, N
+//! times: calls of two syscalls in turn). --wait-ms MS sleeps before the calls.
 //!
 //! `idle` prints {"ready":true} once SIGUSR1 is handled. Report: {"round":1,"calls":{"getppid":{"calls":N,"failed":F,"errnos":{"13":F},"failed_at":[..]},..}}
 //! (`round` is 0 for `calls`; `failed_at` lists 1-based call numbers, the first 100 of them).
@@ -42,7 +43,7 @@ use std::{
     time::Duration,
 };
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "getppid",
     "open-missing",
     "read",
@@ -52,6 +53,7 @@ const KINDS: [&str; 9] = [
     "time-getppid",
     "thread-getppid",
     "fork-getppid",
+    "alternate",
 ];
 
 fn main() -> ExitCode {
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -247,6 +249,12 @@ fn run_round(options: &Options, round: u64) -> String {
         // SAFETY: no arguments; an injected fault shows as -1 with errno.
         let result = unsafe { libc::syscall(libc::SYS_getppid) };
         tallies.entry("getppid").or_default().record(result);
+    }
+    for _ in 0..options.count("alternate") {
+        // SAFETY: no arguments. getppid then getuid: a pattern of period 2 for samplers.
+        let result = unsafe { libc::syscall(libc::SYS_getppid) };
+        tallies.entry("alternate").or_default().record(result);
+        unsafe { libc::syscall(libc::SYS_getuid) };
     }
     for _ in 0..options.count("open-missing") {
         // SAFETY: a valid NUL-terminated path; a returned fd is closed at once.
