@@ -310,7 +310,7 @@ fn report(runs: &[Vec<Run>], dd_cpu: usize) {
     let target = added_ns(Config::ChaosTarget);
     println!(
         "breakdown: chaos-user costs every non-target process {non_target:.0} ns/call \
-         (2 program runs, cgroup id, hash misses); counting a target adds {:.0} ns/call \
+         (2 program runs, cgroup id, target filter); counting a target adds {:.0} ns/call \
          (in-flight and stats map updates, 2 clock reads)",
         target - non_target
     );
