@@ -127,17 +127,32 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// from `TARGETS` beyond that.
 #[inline(always)]
 fn target_slot(cgroup_id: u64) -> Option<u32> {
+    match listed_slot(cgroup_id)? {
+        Listed::Slot(slot) => Some(slot),
+        Listed::Unknown => unsafe { TARGETS.get(&cgroup_id) }.copied(),
+    }
+}
+
+enum Listed {
+    Slot(u32),
+    /// The filter lists no targets one by one (too many): ask `TARGETS`.
+    Unknown,
+}
+
+/// What the filter says of `cgroup_id`; None: surely not a target.
+#[inline(always)]
+fn listed_slot(cgroup_id: u64) -> Option<Listed> {
     let filter = TARGET_FILTER.get(0)?;
     let len = filter.len;
     if len == TargetFilter::ALL {
-        return unsafe { TARGETS.get(&cgroup_id) }.copied();
+        return Some(Listed::Unknown);
     }
     for i in 0..TARGET_FILTER_IDS {
         if i as u32 >= len {
             break;
         }
         if filter.cgroup_ids[i] == cgroup_id {
-            return Some(filter.slots[i]);
+            return Some(Listed::Slot(filter.slots[i]));
         }
     }
     None
@@ -156,7 +171,8 @@ fn timed() -> bool {
 pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Threads of other cgroups stop here, before the in-flight lookup. (A thread that moved
     // out of a target mid-call loses that one call; its entry is reused at its next call.)
-    if target_slot(unsafe { bpf_get_current_cgroup_id() }).is_none() {
+    // With too many targets to list, the in-flight lookup below is the check.
+    if listed_slot(unsafe { bpf_get_current_cgroup_id() }).is_none() {
         return 0;
     }
     let tid = bpf_get_current_pid_tgid() as u32;

@@ -493,7 +493,11 @@ impl Drop for ChaosUser {
 
 fn follow_stderr(pipe: ChildStderr, kept: &Mutex<Vec<String>>, attached: &mpsc::Sender<()>) {
     for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-        println!("  chaos-user: {line}");
+        // Lines naming 250 targets flood the console; the whole line is kept below.
+        match line.char_indices().nth(300) {
+            Some((cut, _)) => println!("  chaos-user: {} [...]", &line[..cut]),
+            None => println!("  chaos-user: {line}"),
+        }
         if line.starts_with("syschaos: attached") {
             let _ = attached.send(());
         }
