@@ -265,7 +265,7 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<()> {
 }
 
 /// Median ns per call of each configuration and call: (cpu, wall).
-type PerCall = [(f64, f64); 2];
+pub(super) type PerCall = [(f64, f64); 2];
 
 fn report(bench: &Bench, runs: &[[Vec<Timing>; 2]]) {
     let per_call: Vec<PerCall> = runs
@@ -315,33 +315,34 @@ fn report(bench: &Bench, runs: &[[Vec<Timing>; 2]]) {
     }
     println!();
 
-    let bare = at(Config::Bare)[0].0;
-    let monitor = at(Config::Monitor)[0].0;
-    let [one_getppid, one_connect] = at(Config::OneRule);
-    let [thousand_getppid, thousand_connect] = at(Config::ThousandRules);
-    let strace_connect = at(Config::Strace)[1];
+    print_goals("connect", std::array::from_fn(|i| at(Config::ALL[i])));
+}
+
+/// The goal lines of both parts of the bench, from the median (cpu, wall) ns per call of the
+/// non-matching getppid and of the injected call, for each configuration in `Config::ALL` order.
+pub(super) fn print_goals(injected: &str, per_call: [PerCall; 5]) {
+    let [bare, monitor, one, thousand, strace] = per_call.map(|[getppid, call]| (getppid, call));
     println!("goal: the non-matching path (getppid, cpu ns/call) costs no more than the monitor:");
-    for (label, cost) in [
-        ("1 rule", one_getppid.0),
-        ("1000 rules", thousand_getppid.0),
-    ] {
+    for (label, cost) in [("1 rule", one.0.0), ("1000 rules", thousand.0.0)] {
         println!(
-            "  {label:<10} {cost:.0} ns vs monitor {monitor:.0} ns (bare {bare:.0}): \
-             added {:+.0} ns over the monitor, ratio {:.3}",
-            cost - monitor,
-            cost / monitor
+            "  {label:<10} {cost:.0} ns vs monitor {:.0} ns (bare {:.0}): added {:+.0} ns over \
+             the monitor, ratio {:.3}",
+            monitor.0.0,
+            bare.0.0,
+            cost - monitor.0.0,
+            cost / monitor.0.0
         );
     }
     println!("goal: 1000 rules cost the same per call as one (1000 rules / 1 rule, cpu):");
     println!(
-        "  getppid {:.3}, injected connect {:.3}",
-        thousand_getppid.0 / one_getppid.0,
-        thousand_connect.0 / one_connect.0
+        "  getppid {:.3}, injected {injected} {:.3}",
+        thousand.0.0 / one.0.0,
+        thousand.1.0 / one.1.0
     );
-    println!("injected connect, chaos-user / strace -e inject:");
+    println!("injected {injected}, chaos-user / strace -e inject:");
     for (label, one, thousand, strace) in [
-        ("cpu", one_connect.0, thousand_connect.0, strace_connect.0),
-        ("wall", one_connect.1, thousand_connect.1, strace_connect.1),
+        ("cpu", one.1.0, thousand.1.0, strace.1.0),
+        ("wall", one.1.1, thousand.1.1, strace.1.1),
     ] {
         println!(
             "  {label:<4} 1 rule {one:.0} / {strace:.0} ns = {:.3}; 1000 rules {thousand:.0} / \

@@ -5,10 +5,13 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
 
-use super::harness::median;
+use super::{
+    harness::median,
+    inject::{PerCall, print_goals},
+};
 use crate::vm;
 
-/// Names the VM prints, in table order, with the host part's labels.
+/// Names the VM prints, in the order of the host part's `Config::ALL`, with labels.
 const CONFIGS: [(&str, &str); 5] = [
     ("bare", "bare"),
     ("monitor", "chaos-user attach (monitor only)"),
@@ -95,39 +98,29 @@ fn report(samples: &[Sample]) -> anyhow::Result<()> {
             "{label:<42} {:>12.0} {:>12.0} {:>12.0} {:>12.0}",
             getppid.0, getppid.1, openat.0, openat.1
         );
-        table.push((getppid, openat));
+        table.push([getppid, openat]);
     }
-    let [bare, monitor, one, thousand, strace] = table[..] else {
-        unreachable!("one row per config");
-    };
-    println!("goal: the non-matching path (getppid, cpu ns/call) costs no more than the monitor:");
-    for (label, cost) in [("1 rule", one.0.0), ("1000 rules", thousand.0.0)] {
-        println!(
-            "  {label:<10} {cost:.0} ns vs monitor {:.0} ns (bare {:.0}): added {:+.0} ns over \
-             the monitor, ratio {:.3}",
-            monitor.0.0,
-            bare.0.0,
-            cost - monitor.0.0,
-            cost / monitor.0.0
-        );
-    }
-    println!("goal: 1000 rules cost the same per call as one (1000 rules / 1 rule, cpu):");
-    println!(
-        "  getppid {:.3}, injected openat {:.3}",
-        thousand.0.0 / one.0.0,
-        thousand.1.0 / one.1.0
-    );
-    println!("injected openat, chaos-user kprobe / strace -e inject:");
-    for (label, one, thousand, strace) in [
-        ("cpu", one.1.0, thousand.1.0, strace.1.0),
-        ("wall", one.1.1, thousand.1.1, strace.1.1),
-    ] {
-        println!(
-            "  {label:<4} 1 rule {one:.0} / {strace:.0} ns = {:.3}; 1000 rules {thousand:.0} / \
-             {strace:.0} ns = {:.3}",
-            one / strace,
-            thousand / strace
-        );
-    }
+    let per_call: [PerCall; 5] = table
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one row per configuration"))?;
+    print_goals("openat", per_call);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_vm_lines() {
+        let sample = parse("vm-bench one-rule getppid 100000 150000000 170000000").unwrap();
+        assert_eq!(
+            (sample.config.as_str(), sample.call.as_str()),
+            ("one-rule", "getppid")
+        );
+        assert_eq!(sample.cpu_ns / sample.calls, 1500.0);
+        assert_eq!(sample.wall_ns / sample.calls, 1700.0);
+        assert!(parse("vm-bench one-rule getppid 100000").is_err());
+        assert!(parse("vm-bench one-rule getppid many 1 2").is_err());
+    }
 }
