@@ -1,9 +1,17 @@
 //! `cargo xtask bench http`: requests/s of an HTTP server under `wrk`, bare and with chaos-user
 //! counting its responses, in one run. Goal: under 5% fewer requests/s.
-use std::{process::Command, time::Duration};
+//!
+//! Two servers: nginx (Debian's nginx-light, one worker, access log on), and the project's own
+//! `chaos-workload serve` (a thread per connection). Both answer with a few syscalls and little
+//! else, 100-180k requests/s on 2 cores: what chaos-user adds to each syscall weighs heavily.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::harness::{Daemon, attach_cgroup, last_cpu, load_average, median, pin};
 use crate::{build, cgroup::Cgroup};
@@ -13,12 +21,37 @@ const GOAL: f64 = 0.05;
 
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// Rounds; each runs wrk once per configuration, bare first.
+    /// Rounds per server; each runs wrk once per configuration, bare first.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Length of each wrk run.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// The servers to measure, in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "nginx,workload"
+    )]
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+pub enum Server {
+    /// nginx, one worker process, `return 200` and an access log.
+    Nginx,
+    /// `chaos-workload serve`: a thread per connection, nothing but its syscalls.
+    Workload,
+}
+
+impl Server {
+    fn describe(self) -> &'static str {
+        match self {
+            Server::Nginx => "nginx (one worker, access log on)",
+            Server::Workload => "`chaos-workload serve` (thread per connection)",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -48,19 +81,30 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         bail!("wrk not found: apt-get install wrk (./run setup installs it)");
     }
     let chaos_user = build::chaos_user()?;
-    let workload = build::release("tests", Some(build::MUSL))?.join("chaos-workload");
+    let mut verdicts = Vec::new();
+    for &server in &args.servers {
+        verdicts.extend(measure(args, &chaos_user, server)?);
+    }
+    println!();
+    for line in verdicts {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Runs the rounds against `server` and prints its table; returns its goal lines.
+fn measure(args: &HttpArgs, chaos_user: &Path, server: Server) -> anyhow::Result<Vec<String>> {
     let cgroup = Cgroup::create("syschaos-bench-http")?;
     let port = free_port()?;
     // The server on the last CPU, wrk on the first: they do not fight for one core.
     let server_cpu = last_cpu()?;
-    let mut command = Command::new(&workload);
-    command.args(["serve", "--port", &port.to_string()]);
+    let scratch = build::workspace_root().join("target").join("bench-http");
+    let (mut command, path) = server_command(server, port, &scratch)?;
     cgroup.place(&mut command)?;
     pin(&mut command, server_cpu);
-    let mut server = Daemon::spawn("chaos-workload serve", &mut command)?;
-    server.wait_for(|line| line.contains("ready"), Duration::from_secs(10))?;
-
-    let url = format!("http://127.0.0.1:{port}/status/200");
+    let daemon = Daemon::spawn(&format!("{server:?} server"), &mut command)?;
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}{path}");
     // This machine's speed drifts by more than the effect measured (other tenants): each
     // configuration is compared with the bare run of its own round, seconds apart, and the
     // median of those ratios is kept.
@@ -71,31 +115,35 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
         for (config, rate) in Config::ALL.iter().zip(&mut round) {
             let tracer = match config {
                 Config::Bare => None,
-                Config::Counting => Some(attach(&chaos_user, &cgroup, &[])?),
-                Config::Sampled => Some(attach(&chaos_user, &cgroup, &["--latency-sample", "16"])?),
+                Config::Counting => Some(attach(chaos_user, &cgroup, &[])?),
+                Config::Sampled => Some(attach(chaos_user, &cgroup, &["--latency-sample", "16"])?),
             };
             *rate = wrk(&url, args.duration, server_cpu)?;
             if let Some(tracer) = tracer {
                 last_counted = counted_responses(tracer.stop()?);
             }
             println!(
-                "run {run}/{}: {:<40} {rate:>10.0} requests/s",
+                "{server:?} run {run}/{}: {:<40} {rate:>10.0} requests/s",
                 args.runs,
                 config.label()
             );
         }
         rounds.push(round);
     }
-    drop(server);
+    drop(daemon);
     if last_counted <= 0.0 {
-        bail!("chaos-user counted no HTTP response: the benchmark measured nothing");
+        bail!(
+            "chaos-user counted no HTTP response from {server:?}: the benchmark measured nothing"
+        );
     }
 
     println!("bench: load average {}", load_average());
     println!();
     println!(
-        "wrk -t1 -c8 -d{:?} {url} against `chaos-workload serve` (thread per connection), {} rounds",
-        args.duration, args.runs
+        "wrk -t1 -c8 -d{:?} {url} against {}, {} rounds",
+        args.duration,
+        server.describe(),
+        args.runs
     );
     println!(
         "{:<40} {:>12}  {:>8}  {:>17}",
@@ -126,20 +174,90 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
             -change
         })
         .collect();
-    for (label, loss) in [
-        ("every call timed", losses[1]),
-        ("latency sampled", losses[2]),
-    ] {
-        let verdict = if loss < GOAL { "PASS" } else { "MISS" };
-        println!(
-            "goal: under {:.0}% fewer requests/s with HTTP counting on ({label}): {:.1}% -> {verdict}",
-            GOAL * 100.0,
-            loss * 100.0
-        );
-    }
     println!(
         "(the full monitor runs too: every syscall of the server is counted; last run counted {last_counted:.0} responses)"
     );
+    Ok([
+        ("every call timed", losses[1]),
+        ("latency sampled", losses[2]),
+    ]
+    .map(|(label, loss)| {
+        let verdict = if loss < GOAL { "PASS" } else { "MISS" };
+        format!(
+            "goal: under {:.0}% fewer requests/s, {server:?}, HTTP counting on ({label}): {:.1}% -> {verdict}",
+            GOAL * 100.0,
+            loss * 100.0
+        )
+    })
+    .to_vec())
+}
+
+/// The server's command line and the path wrk asks for. nginx gets its own prefix under
+/// `scratch` (config, logs, pid), and runs in the foreground as one process.
+fn server_command(
+    server: Server,
+    port: u16,
+    scratch: &Path,
+) -> anyhow::Result<(Command, &'static str)> {
+    match server {
+        Server::Workload => {
+            let workload = build::release("tests", Some(build::MUSL))?.join("chaos-workload");
+            let mut command = Command::new(workload);
+            command.args(["serve", "--port", &port.to_string()]);
+            Ok((command, "/status/200"))
+        }
+        Server::Nginx => {
+            let nginx = PathBuf::from("/usr/sbin/nginx");
+            if !nginx.is_file() {
+                bail!("nginx not found: apt-get install nginx-light (./run setup installs it)");
+            }
+            let prefix = scratch.join("nginx");
+            std::fs::create_dir_all(&prefix)
+                .with_context(|| format!("creating {}", prefix.display()))?;
+            let config = prefix.join("nginx.conf");
+            std::fs::write(&config, nginx_config(port, &prefix))
+                .with_context(|| format!("writing {}", config.display()))?;
+            let mut command = Command::new(nginx);
+            command.arg("-p").arg(&prefix).arg("-c").arg(&config);
+            Ok((command, "/"))
+        }
+    }
+}
+
+fn nginx_config(port: u16, prefix: &Path) -> String {
+    let prefix = prefix.display();
+    format!(
+        "daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 \"ok\\n\"; }}
+    }}
+}}
+"
+    )
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("no server listening on 127.0.0.1:{port} after 10s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
