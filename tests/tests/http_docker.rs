@@ -110,3 +110,34 @@ fn responses_are_counted_by_status_code_exactly() {
     let codes = scrape.label_values("syschaos_http_responses_total", "code");
     assert_eq!(codes, ["200", "201", "404", "500", "503"]);
 }
+
+#[test]
+fn no_http_counts_the_syscalls_but_no_response() {
+    let port = free_port().to_string();
+    let server = Container::run(
+        "nohttp",
+        &["--network", "host"],
+        &["serve", "--port", &port],
+    );
+    let port: u16 = port.parse().unwrap();
+    let attach = Attach::start(&["--container", &server.name, "--no-http"]);
+    assert_eq!(
+        requests(port, &["/status/200"; 5], "HTTP/1.1", false),
+        [200; 5]
+    );
+    let scrape = attach.metrics();
+    assert!(
+        scrape
+            .label_values("syschaos_http_responses_total", "target")
+            .is_empty(),
+        "{}",
+        scrape.text
+    );
+    let sends = scrape
+        .value(
+            "syschaos_syscalls_total",
+            &[("target", &server.name), ("syscall", "sendto")],
+        )
+        .unwrap_or(0.0);
+    assert!(sends >= 5.0, "the server's sendto calls: {sends}");
+}

@@ -112,6 +112,9 @@ pub struct OutputArgs {
     /// per untimed call.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub latency_sample: u32,
+    /// Do not count HTTP responses: spares the targets' reads and writes their look at the data.
+    #[arg(long)]
+    pub no_http: bool,
 }
 
 enum Output {
@@ -167,7 +170,7 @@ pub async fn run_with(
     let mut monitor = Monitor::load_with(&LoadOptions {
         inject,
         // Tracing shows every call already; HTTP counting is for the monitor's views.
-        http: trace.is_none(),
+        http: trace.is_none() && !output.no_http,
         trace: trace.as_ref().map(|selection| selection.options),
         latency_sample: output.latency_sample,
     })?;
