@@ -220,14 +220,7 @@ pub fn run_bench(
     let started = Instant::now();
     let serial = boot.watch(started)?;
     let lines = serial.bench_lines.clone();
-    let mut result = BootResult {
-        name: kernel.name,
-        passed: 0,
-        failed: 0,
-        problem: None,
-        boot_time: None,
-        total_time: Duration::ZERO,
-    };
+    let mut result = BootResult::new(kernel.name);
     serial.judge(test, &mut result);
     if let Some(problem) = result.problem {
         bail!("{test} on the {} kernel: {problem}", kernel.name);
@@ -260,17 +253,24 @@ struct BootResult {
     total_time: Duration,
 }
 
-impl Boot {
-    fn run(&self) -> BootResult {
-        let started = Instant::now();
-        let mut result = BootResult {
-            name: self.name,
+impl BootResult {
+    /// Nothing run yet.
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
             passed: 0,
             failed: 0,
             problem: None,
             boot_time: None,
             total_time: Duration::ZERO,
-        };
+        }
+    }
+}
+
+impl Boot {
+    fn run(&self) -> BootResult {
+        let started = Instant::now();
+        let mut result = BootResult::new(self.name);
         match self.watch(started) {
             Ok(serial) => serial.judge(&self.tests, &mut result),
             Err(e) => {
@@ -563,14 +563,7 @@ mod tests {
     fn unreported_tests_fail() {
         let mut serial = Serial::default();
         serial.read("syschaos-vm: 1 passed, 0 failed", Duration::ZERO);
-        let mut result = BootResult {
-            name: "override",
-            passed: 0,
-            failed: 0,
-            problem: None,
-            boot_time: None,
-            total_time: Duration::ZERO,
-        };
+        let mut result = BootResult::new("override");
         serial.judge("monitor,inject-kprobe", &mut result);
         assert_eq!((result.passed, result.failed), (1, 1));
         assert!(result.problem.is_some());
@@ -580,14 +573,7 @@ mod tests {
     fn missing_summary_fails() {
         let mut serial = Serial::default();
         serial.read("vm-test monitor ... ok", Duration::ZERO);
-        let mut result = BootResult {
-            name: "debian",
-            passed: 0,
-            failed: 0,
-            problem: None,
-            boot_time: None,
-            total_time: Duration::ZERO,
-        };
+        let mut result = BootResult::new("debian");
         serial.judge("monitor,lsm", &mut result);
         assert_eq!((result.passed, result.failed), (1, 1));
         assert!(result.problem.is_some());
