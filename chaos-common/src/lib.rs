@@ -37,6 +37,9 @@ pub const MAP_HTTP_LATENCY: &str = "HTTP_LATENCY";
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
+/// HTTP counting's `cgroup_skb` programs, attached to each target's cgroup.
+pub const PROG_HTTP_INGRESS: &str = "http_ingress";
+pub const PROG_HTTP_EGRESS: &str = "http_egress";
 
 /// Enforcement programs, one per engine hook (see `chaos-user/src/inject/engine.rs`).
 pub const PROG_INJECT_KPROBE: &str = "inject_kprobe";

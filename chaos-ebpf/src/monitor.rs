@@ -8,7 +8,7 @@
 //! an inlined array (`TargetFilter`, which also gives a target's slot). Targets pay the in-flight
 //! lookup on each side and a per-CPU stats update at exit.
 
-use crate::{http, inject, trace};
+use crate::{inject, trace};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
@@ -126,7 +126,7 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// The slot of `cgroup_id` if it is a target: from the filter while it lists the targets,
 /// from `TARGETS` beyond that.
 #[inline(always)]
-fn target_slot(cgroup_id: u64) -> Option<u32> {
+pub(crate) fn target_slot(cgroup_id: u64) -> Option<u32> {
     match listed_slot(cgroup_id)? {
         Listed::Slot(slot) => Some(slot),
         Listed::Unknown => unsafe { TARGETS.get(&cgroup_id) }.copied(),
@@ -187,12 +187,11 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
     call.pending_errno = 0;
-    let now = if start_ns == UNTIMED {
+    let elapsed = if start_ns == UNTIMED {
         None
     } else {
-        Some(unsafe { bpf_ktime_get_ns() })
+        Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
     };
-    let elapsed = now.map(|now| now.saturating_sub(start_ns));
     let ret: i64 = ctx.arg(1);
     let key = StatsKey {
         slot: call.slot,
@@ -219,9 +218,6 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
             errno: (-ret) as u32,
             _pad: 0,
         });
-    }
-    if http::enabled() {
-        http::on_exit(&ctx, call, ret, now);
     }
     if trace::enabled() {
         trace::emit(call, start_ns, ret, elapsed.unwrap_or(0));

@@ -1,17 +1,32 @@
-//! HTTP responses counted in the kernel (`chaos-ebpf/src/http.rs`): reading the maps.
-use std::collections::BTreeMap;
+//! HTTP responses counted in the kernel (`chaos-ebpf/src/http.rs`): attaching its `cgroup_skb`
+//! programs to each target's cgroup, and reading its maps.
+use std::{collections::BTreeMap, fs::File, path::Path};
 
-use aya::maps::{Map, MapData, MapError, PerCpuHashMap};
-use chaos_common::{HttpKey, HttpLatency, MAP_HTTP_LATENCY, MAP_HTTP_RESPONSES};
+use aya::{
+    Ebpf,
+    maps::{MapData, MapError, PerCpuHashMap},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLinkId,
+    },
+};
+use chaos_common::{
+    HttpKey, HttpLatency, MAP_HTTP_LATENCY, MAP_HTTP_RESPONSES, PROG_HTTP_EGRESS, PROG_HTTP_INGRESS,
+};
 use serde::Serialize;
 
 use crate::monitor::MonitorError;
 
-pub struct HttpMaps {
+const PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    (PROG_HTTP_INGRESS, CgroupSkbAttachType::Ingress),
+    (PROG_HTTP_EGRESS, CgroupSkbAttachType::Egress),
+];
+
+pub struct HttpCounting {
     responses: PerCpuHashMap<MapData, HttpKey, u64>,
     latency: PerCpuHashMap<MapData, u32, HttpLatency>,
+    /// cgroup id -> the links of the two programs on it.
+    links: BTreeMap<u64, Vec<(&'static str, CgroupSkbLinkId)>>,
 }
-
 /// Summed over CPUs.
 #[derive(Debug, Default, Clone)]
 pub struct HttpCounters {
@@ -32,14 +47,64 @@ pub struct HttpSnapshot {
     pub latency_hist: [u64; chaos_common::HIST_BUCKETS],
 }
 
-impl HttpMaps {
-    pub fn take(
-        take: &mut impl FnMut(&'static str) -> Result<Map, MonitorError>,
-    ) -> Result<Self, MonitorError> {
+impl HttpCounting {
+    /// Loads the programs and takes the maps; nothing is attached until [`Self::attach`].
+    pub fn load(ebpf: &mut Ebpf) -> Result<Self, MonitorError> {
+        for (name, _) in PROGRAMS {
+            program(ebpf, name)?
+                .load()
+                .map_err(|e| MonitorError::Http {
+                    what: format!("load {name}"),
+                    why: crate::inject::kernel::short_error(e),
+                })?;
+        }
+        let mut take = |name| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         Ok(Self {
             responses: PerCpuHashMap::try_from(take(MAP_HTTP_RESPONSES)?)?,
             latency: PerCpuHashMap::try_from(take(MAP_HTTP_LATENCY)?)?,
+            links: BTreeMap::new(),
         })
+    }
+
+    /// Starts counting the responses of the sockets of this cgroup (the monitor must know its
+    /// slot already).
+    pub fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        cgroup_id: u64,
+        cgroup_dir: &Path,
+    ) -> Result<(), MonitorError> {
+        if self.links.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        let http_error = |why: String| MonitorError::Http {
+            what: format!("attach to {}", cgroup_dir.display()),
+            why,
+        };
+        let cgroup = File::open(cgroup_dir).map_err(|e| http_error(e.to_string()))?;
+        let mut links = Vec::new();
+        for (name, attach_type) in PROGRAMS {
+            // A bpf_link (kernels 5.7+): it coexists with the cgroup's other programs and goes
+            // away with this process.
+            let attached =
+                program(ebpf, name)?.attach(&cgroup, attach_type, CgroupAttachMode::Single);
+            match attached {
+                Ok(link) => links.push((name, link)),
+                Err(e) => {
+                    detach_all(ebpf, links);
+                    return Err(http_error(e.to_string()));
+                }
+            }
+        }
+        self.links.insert(cgroup_id, links);
+        Ok(())
+    }
+
+    /// Stops counting for this cgroup (a target that went away or moved).
+    pub fn detach(&mut self, ebpf: &mut Ebpf, cgroup_id: u64) {
+        if let Some(links) = self.links.remove(&cgroup_id) {
+            detach_all(ebpf, links);
+        }
     }
 
     pub fn read(&self) -> Result<HttpCounters, MapError> {
@@ -86,5 +151,24 @@ impl HttpCounters {
             latency_sum_ns: latency.sum_ns,
             latency_hist: latency.hist,
         })
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, MonitorError> {
+    ebpf.program_mut(name)
+        .ok_or(MonitorError::Missing(name))?
+        .try_into()
+        .map_err(|e: ProgramError| MonitorError::Http {
+            what: format!("find {name}"),
+            why: e.to_string(),
+        })
+}
+
+/// Best effort: a link that cannot be detached goes away with the process anyway.
+fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static str, CgroupSkbLinkId)>) {
+    for (name, link) in links {
+        if let Ok(program) = program(ebpf, name) {
+            let _ = program.detach(link);
+        }
     }
 }

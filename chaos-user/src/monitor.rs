@@ -2,7 +2,7 @@
 //!
 //! A [`Monitor`] owns its `Ebpf` and the links: dropping it detaches everything. Links are never
 //! pinned, so the programs also go away when the process dies, however it dies.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -31,6 +31,8 @@ pub enum MonitorError {
         #[source]
         source: ProgramError,
     },
+    #[error("HTTP counting cannot {what}: {why} (--no-http goes without it)")]
+    Http { what: String, why: String },
     #[error("eBPF object has no {0}: chaos-user was built from mismatched sources")]
     Missing(&'static str),
     #[error("cannot move injection rules: {0}")]
@@ -52,7 +54,9 @@ pub struct Monitor {
     /// Present when loaded with tracing on.
     pub(crate) trace: Option<crate::trace::TraceMaps>,
     /// Present when loaded with HTTP counting on.
-    http: Option<crate::http::HttpMaps>,
+    http: Option<crate::http::HttpCounting>,
+    /// Whether `start` attaches the syscall tracepoints (off: HTTP and resources only).
+    count_syscalls: bool,
     /// Present when loaded with injection on (see `inject::kernel`).
     pub(crate) injection: Option<crate::inject::kernel::InjectionMaps>,
     // Owns the programs and their links; declared last so the maps above are closed first.
@@ -75,6 +79,7 @@ impl Monitor {
     pub fn load(inject: bool) -> Result<Self, MonitorError> {
         Self::load_with(&LoadOptions {
             inject,
+            syscalls: true,
             http: true,
             trace: None,
             latency_sample: 1,
@@ -87,19 +92,15 @@ impl Monitor {
         let exit_nr = syscalls::Sysno::exit.id() as u32;
         let exit_group_nr = syscalls::Sysno::exit_group.id() as u32;
         let inject_enabled = u8::from(options.inject);
-        let http_enabled = u8::from(options.http);
         let trace_enabled = u8::from(options.trace.is_some());
         let trace = options.trace.unwrap_or_default();
         let failed_only = u8::from(trace.failed_only);
         let sample = trace.sample.max(1);
-        let http_syscalls = http_syscall_numbers();
         let latency_sample = options.latency_sample.max(1);
         let mut ebpf = EbpfLoader::new()
             .override_global("SYS_EXIT_NR", &exit_nr, true)
             .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
             .override_global("INJECT_ENABLED", &inject_enabled, true)
-            .override_global("HTTP_ENABLED", &http_enabled, true)
-            .override_global("HTTP_SYSCALLS", &http_syscalls, true)
             .override_global("TRACE_ENABLED", &trace_enabled, true)
             .override_global("TRACE_FAILED_ONLY", &failed_only, true)
             .override_global("TRACE_SAMPLE", &sample, true)
@@ -111,6 +112,11 @@ impl Monitor {
                 .load()
                 .map_err(|source| MonitorError::Attach { tracepoint, source })?;
         }
+        let http = if options.http {
+            Some(crate::http::HttpCounting::load(&mut ebpf)?)
+        } else {
+            None
+        };
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         let targets = HashMap::try_from(take(MAP_TARGETS)?)?;
         let target_filter = Array::try_from(take(MAP_TARGET_FILTER)?)?;
@@ -118,11 +124,6 @@ impl Monitor {
         let errors = PerCpuHashMap::try_from(take(MAP_SYSCALL_ERRORS)?)?;
         let trace = if options.trace.is_some() {
             Some(crate::trace::TraceMaps::take(&mut take)?)
-        } else {
-            None
-        };
-        let http = if options.http {
-            Some(crate::http::HttpMaps::take(&mut take)?)
         } else {
             None
         };
@@ -139,6 +140,7 @@ impl Monitor {
             errors,
             trace,
             http,
+            count_syscalls: options.syscalls,
             injection,
             ebpf,
         })
@@ -146,6 +148,9 @@ impl Monitor {
 
     /// Attaches the raw tracepoints: counting (and injecting) starts.
     pub fn start(&mut self) -> Result<(), MonitorError> {
+        if !self.count_syscalls {
+            return Ok(());
+        }
         for (name, tracepoint) in TRACEPOINTS {
             raw_tracepoint(&mut self.ebpf, name, tracepoint)?
                 .attach(tracepoint)
@@ -154,20 +159,33 @@ impl Monitor {
         Ok(())
     }
 
-    /// Counts the calls of the tasks in cgroup `cgroup_id` under `slot`.
+    /// Counts the calls (and HTTP responses) of the tasks in cgroup `cgroup_id`, whose
+    /// directory is `cgroup_dir`, under `slot`.
     /// `TARGETS` learns a target before the filter and forgets it after, so the two never
     /// disagree about a target that stays.
-    pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
+    pub fn add_cgroup(
+        &mut self,
+        cgroup_id: u64,
+        cgroup_dir: &Path,
+        slot: u32,
+    ) -> Result<(), MonitorError> {
         self.targets.insert(cgroup_id, slot, 0)?;
         if let Some(position) = self.target_ids.reserve(cgroup_id, slot) {
             // Two writes: the slot lands before the id that makes the kernel read it.
             self.write_target_filter()?;
             self.target_ids.arm(position, cgroup_id);
         }
-        self.write_target_filter()
+        self.write_target_filter()?;
+        if let Some(http) = &mut self.http {
+            http.attach(&mut self.ebpf, cgroup_id, cgroup_dir)?;
+        }
+        Ok(())
     }
 
     pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), MonitorError> {
+        if let Some(http) = &mut self.http {
+            http.detach(&mut self.ebpf, cgroup_id);
+        }
         self.target_ids.remove(cgroup_id);
         self.write_target_filter()?;
         match self.targets.remove(&cgroup_id) {
@@ -265,6 +283,8 @@ impl FilterIds {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
     pub inject: bool,
+    /// Count syscalls (the raw_syscalls tracepoints); injecting and tracing need them.
+    pub syscalls: bool,
     pub http: bool,
     pub trace: Option<TraceOptions>,
     /// Time one call in N per thread (0 and 1: every call).
@@ -276,23 +296,6 @@ pub struct TraceOptions {
     pub failed_only: bool,
     /// Keep one call in N (0 and 1: all).
     pub sample: u64,
-}
-
-/// The order `chaos-ebpf/src/http.rs` expects: read, write, readv, writev, recvfrom, sendto,
-/// recvmsg, sendmsg.
-fn http_syscall_numbers() -> [u32; 8] {
-    use syscalls::Sysno;
-    [
-        Sysno::read,
-        Sysno::write,
-        Sysno::readv,
-        Sysno::writev,
-        Sysno::recvfrom,
-        Sysno::sendto,
-        Sysno::recvmsg,
-        Sysno::sendmsg,
-    ]
-    .map(|sysno| sysno.id() as u32)
 }
 
 const TRACEPOINTS: [(&str, &str); 2] = [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")];

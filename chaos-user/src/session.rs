@@ -128,7 +128,7 @@ impl Session {
         self.monitor
             .lock()
             .unwrap()
-            .add_cgroup(target.cgroup_id, slot)?;
+            .add_cgroup(target.cgroup_id, &target.cgroup.v2, slot)?;
         slots.push(Slot {
             target,
             active: true,
@@ -148,7 +148,7 @@ impl Session {
         };
         let mut monitor = self.monitor.lock().unwrap();
         monitor.remove_cgroup(slot.target.cgroup_id)?;
-        monitor.add_cgroup(target.cgroup_id, index as u32)?;
+        monitor.add_cgroup(target.cgroup_id, &target.cgroup.v2, index as u32)?;
         // Its rules follow it, with their counters (a count limit is not renewed by a restart).
         let mut rules = self.rules.lock().unwrap();
         for (rule, expires_ns) in rules.iter_mut().filter(|(rule, _)| rule.target == label) {

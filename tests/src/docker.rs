@@ -112,6 +112,33 @@ impl Container {
             .parse()
             .expect("a pid")
     }
+
+    /// Runs `work` on a thread that joined the container's network namespace: connections to
+    /// 127.0.0.1 reach the container's own loopback, and the traffic never leaves it.
+    pub fn in_network_namespace<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/proc/{}/ns/net", self.pid());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let namespace = std::fs::File::open(&path).expect("open the namespace");
+                    let joined = unsafe {
+                        libc::setns(
+                            std::os::fd::AsRawFd::as_raw_fd(&namespace),
+                            libc::CLONE_NEWNET,
+                        )
+                    };
+                    assert_eq!(
+                        joined,
+                        0,
+                        "setns {path}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    work()
+                })
+                .join()
+                .expect("the thread in the container's network namespace")
+        })
+    }
 }
 
 impl Drop for Container {

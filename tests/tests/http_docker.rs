@@ -46,49 +46,14 @@ fn requests(port: u16, paths: &[&str], version: &str, close: bool) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn responses_are_counted_by_status_code_exactly() {
-    let port = free_port().to_string();
-    let server = Container::run("http", &["--network", "host"], &["serve", "--port", &port]);
-    let port: u16 = port.parse().unwrap();
-    let attach = Attach::start(&["--container", &server.name]);
-
-    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut count = |codes: Vec<u32>| {
-        codes
-            .into_iter()
-            .for_each(|code| *seen.entry(code).or_default() += 1)
-    };
-    // Keep-alive: many responses on one connection, in a mixed order.
-    let mixed: Vec<&str> = (0..30)
-        .map(|i| ["/status/200", "/status/404", "/status/500"][i % 3])
-        .collect();
-    count(requests(port, &mixed, "HTTP/1.1", false));
-    // A connection per request.
-    for path in [
-        "/status/200",
-        "/status/404",
-        "/status/500",
-        "/status/201",
-        "/status/503",
-    ] {
-        count(requests(port, &[path], "HTTP/1.1", true));
-    }
-    // HTTP/1.0 closes after each response.
-    for _ in 0..4 {
-        count(requests(port, &["/status/404"], "HTTP/1.0", true));
-    }
-    assert_eq!(
-        seen,
-        BTreeMap::from([(200, 11), (201, 1), (404, 15), (500, 11), (503, 1)])
-    );
-
+/// Asserts that the scrape's HTTP series of `target` are exactly `seen`, every response timed.
+fn assert_http_counts(attach: &Attach, target: &str, seen: &BTreeMap<u32, u64>) {
     let scrape = attach.metrics();
-    for (code, expected) in &seen {
+    for (code, expected) in seen {
         let code = code.to_string();
         let value = scrape.value(
             "syschaos_http_responses_total",
-            &[("target", &server.name), ("code", &code)],
+            &[("target", target), ("code", &code)],
         );
         assert_eq!(
             value,
@@ -100,7 +65,7 @@ fn responses_are_counted_by_status_code_exactly() {
     let total: u64 = seen.values().sum();
     let timed = scrape.value(
         "syschaos_http_response_duration_seconds_count",
-        &[("target", &server.name)],
+        &[("target", target)],
     );
     assert_eq!(
         timed,
@@ -108,7 +73,156 @@ fn responses_are_counted_by_status_code_exactly() {
         "every response had its request seen"
     );
     let codes = scrape.label_values("syschaos_http_responses_total", "code");
-    assert_eq!(codes, ["200", "201", "404", "500", "503"]);
+    let expected: Vec<String> = seen.keys().map(|code| code.to_string()).collect();
+    assert_eq!(codes, expected);
+}
+
+fn tally(codes: Vec<u32>) -> BTreeMap<u32, u64> {
+    let mut seen = BTreeMap::new();
+    for code in codes {
+        *seen.entry(code).or_default() += 1;
+    }
+    seen
+}
+
+/// 200, 404, 500, 200, ... on one keep-alive connection.
+fn mixed(n: usize) -> Vec<&'static str> {
+    (0..n)
+        .map(|i| ["/status/200", "/status/404", "/status/500"][i % 3])
+        .collect()
+}
+
+#[test]
+fn responses_are_counted_by_status_code_exactly() {
+    let port = free_port().to_string();
+    let server = Container::run("http", &["--network", "host"], &["serve", "--port", &port]);
+    let port: u16 = port.parse().unwrap();
+    let attach = Attach::start(&["--container", &server.name]);
+
+    let mut codes = Vec::new();
+    // Keep-alive: many responses on one connection, in a mixed order.
+    codes.extend(requests(port, &mixed(30), "HTTP/1.1", false));
+    // A connection per request.
+    for path in [
+        "/status/200",
+        "/status/404",
+        "/status/500",
+        "/status/201",
+        "/status/503",
+    ] {
+        codes.extend(requests(port, &[path], "HTTP/1.1", true));
+    }
+    // HTTP/1.0 closes after each response.
+    for _ in 0..4 {
+        codes.extend(requests(port, &["/status/404"], "HTTP/1.0", true));
+    }
+    let seen = tally(codes);
+    assert_eq!(
+        seen,
+        BTreeMap::from([(200, 11), (201, 1), (404, 15), (500, 11), (503, 1)])
+    );
+    assert_http_counts(&attach, &server.name, &seen);
+}
+
+/// TCP sends a response again when the client did not get it (or its ACK was lost): the
+/// response went out twice, but it is one response.
+#[test]
+fn responses_sent_again_on_a_lossy_link_are_counted_once() {
+    let server = Container::run(
+        "lossy",
+        &["--network", "none"],
+        &["serve", "--port", "8080"],
+    );
+    // The container's own loopback loses one packet in five on the way in, after the server's
+    // egress (where responses are counted) saw it.
+    let pid = server.pid().to_string();
+    let drop_rule = [
+        "-t",
+        &pid,
+        "-n",
+        "iptables",
+        "-A",
+        "INPUT",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.2",
+        "-j",
+        "DROP",
+    ];
+    // Lost segments are sent again after 10 ms instead of 200 ms: a short test.
+    let short_timeout = [
+        "-t",
+        &pid,
+        "-n",
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.tcp_rto_min_us=10000",
+    ];
+    for command in [&drop_rule[..], &short_timeout[..]] {
+        let status = std::process::Command::new("nsenter")
+            .args(command)
+            .status()
+            .expect("run nsenter");
+        assert!(status.success(), "nsenter {command:?}");
+    }
+    let attach = Attach::start(&["--container", &server.name]);
+
+    let retransmitted_before = tcp_retransmissions(&pid);
+    let codes = server.in_network_namespace(|| requests(8080, &mixed(60), "HTTP/1.1", false));
+    let retransmitted = tcp_retransmissions(&pid) - retransmitted_before;
+    assert!(
+        retransmitted >= 3,
+        "the link lost too little to test: {retransmitted} segments sent again"
+    );
+    let seen = tally(codes);
+    assert_eq!(seen, BTreeMap::from([(200, 20), (404, 20), (500, 20)]));
+    assert_http_counts(&attach, &server.name, &seen);
+}
+
+/// `RetransSegs` of the network namespace of process `pid`.
+fn tcp_retransmissions(pid: &str) -> u64 {
+    let snmp = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).expect("read net/snmp");
+    let mut tcp = snmp.lines().filter(|line| line.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let index = names
+        .split_whitespace()
+        .position(|name| name == "RetransSegs")
+        .expect("a RetransSegs column");
+    values
+        .split_whitespace()
+        .nth(index)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `--no-syscalls`: the responses are counted exactly, and no syscall at all.
+#[test]
+fn no_syscalls_counts_the_responses_only() {
+    let port = free_port().to_string();
+    let server = Container::run(
+        "nosyscalls",
+        &["--network", "host"],
+        &["serve", "--port", &port],
+    );
+    let port: u16 = port.parse().unwrap();
+    let attach = Attach::start(&["--container", &server.name, "--no-syscalls"]);
+    let codes = requests(port, &mixed(9), "HTTP/1.1", false);
+    let seen = tally(codes);
+    assert_eq!(seen, BTreeMap::from([(200, 3), (404, 3), (500, 3)]));
+    assert_http_counts(&attach, &server.name, &seen);
+    let scrape = attach.metrics();
+    assert!(
+        scrape
+            .label_values("syschaos_syscalls_total", "target")
+            .is_empty(),
+        "{}",
+        scrape.text
+    );
 }
 
 #[test]

@@ -112,9 +112,13 @@ pub struct OutputArgs {
     /// per untimed call.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub latency_sample: u32,
-    /// Do not count HTTP responses: spares the targets' reads and writes their look at the data.
+    /// Do not count HTTP responses: spares the targets' TCP segments a look at their first bytes.
     #[arg(long)]
     pub no_http: bool,
+    /// Count HTTP responses and read resource usage, but not syscalls: the lightest watch of a
+    /// busy server (syscall counting costs every process a little on each call).
+    #[arg(long, conflicts_with = "no_http")]
+    pub no_syscalls: bool,
 }
 
 enum Output {
@@ -155,6 +159,11 @@ pub async fn run_with(
             "nothing to attach to: give --container NAME, --cgroup PATH, --pid PID, --pod-uid UID, --cgroup-glob PATTERN or --shared-pid-namespace"
         );
     }
+    if output.no_syscalls && (!rules.is_empty() || trace.is_some()) {
+        bail!(
+            "--no-syscalls leaves out the syscall programs that injecting and tracing work through"
+        );
+    }
     let cgroup_root = targets.cgroup_root()?;
     let targets = resolve_all(&specs, &cgroup_root).await?;
     check_one_rule_per_syscall(&targets, &rules)?;
@@ -169,6 +178,7 @@ pub async fn run_with(
     let inject = !rules.is_empty();
     let mut monitor = Monitor::load_with(&LoadOptions {
         inject,
+        syscalls: !output.no_syscalls,
         // Tracing shows every call already; HTTP counting is for the monitor's views.
         http: trace.is_none() && !output.no_http,
         trace: trace.as_ref().map(|selection| selection.options),

@@ -252,7 +252,7 @@ impl Monitor {
 }
 
 /// A load error in one line: the verifier's full log is long, its last verdict line says why.
-fn short_error(error: impl std::fmt::Display) -> String {
+pub(crate) fn short_error(error: impl std::fmt::Display) -> String {
     let text = error.to_string();
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
