@@ -29,10 +29,8 @@ pub const MAP_TRACE_EVENTS: &str = "TRACE_EVENTS";
 pub const MAP_TRACE_SYSCALLS: &str = "TRACE_SYSCALLS";
 /// Per-CPU array indexed by slot: trace events lost because user space fell behind.
 pub const MAP_TRACE_DROPS: &str = "TRACE_DROPS";
-/// Per-CPU `(slot, status code)` -> HTTP responses.
+/// Per-CPU `(slot, status code)` -> [`HttpStats`].
 pub const MAP_HTTP_RESPONSES: &str = "HTTP_RESPONSES";
-/// Per-CPU slot -> [`HttpLatency`].
-pub const MAP_HTTP_LATENCY: &str = "HTTP_LATENCY";
 
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
@@ -190,18 +188,22 @@ pub struct HttpKey {
     pub code: u32,
 }
 
-/// Value of [`MAP_HTTP_LATENCY`]: request seen -> response seen, same histogram as syscalls.
+/// Value of [`MAP_HTTP_RESPONSES`]: responses with this code, and the latency (request seen ->
+/// response seen, same histogram as syscalls) of those whose request was seen. One value for
+/// both: a response costs one map update.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct HttpLatency {
-    pub count: u64,
+pub struct HttpStats {
+    pub responses: u64,
+    pub timed: u64,
     pub sum_ns: u64,
     pub hist: [u64; HIST_BUCKETS],
 }
 
-impl HttpLatency {
+impl HttpStats {
     pub const ZERO: Self = Self {
-        count: 0,
+        responses: 0,
+        timed: 0,
         sum_ns: 0,
         hist: [0; HIST_BUCKETS],
     };
@@ -301,7 +303,7 @@ const _: () = assert!(
     core::mem::size_of::<TraceEvent>() == 24 + 48 + 8 + 16 + 16 + TRACE_PATH_MAX + TRACE_ADDR_MAX
 );
 const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
-const _: () = assert!(core::mem::size_of::<HttpLatency>() == 16 + 8 * HIST_BUCKETS);
+const _: () = assert!(core::mem::size_of::<HttpStats>() == 24 + 8 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 6 + 8 + PATH_PREFIX_MAX);
 
@@ -318,7 +320,7 @@ mod pod {
     unsafe impl aya::Pod for super::TraceSpec {}
     unsafe impl aya::Pod for super::TraceEvent {}
     unsafe impl aya::Pod for super::HttpKey {}
-    unsafe impl aya::Pod for super::HttpLatency {}
+    unsafe impl aya::Pod for super::HttpStats {}
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 //!
 //! Why cgroup_skb and not the syscall buffers (as this module did before):
 //! - Cost: it runs once per packet of the target's sockets only. The syscall hooks run for every
-//!   call of every process on the host; on a busy server they cost 3 to 4 times what counting
+//!   call of every process on the host: on a busy server they cost 2 to 3 times what counting
 //!   HTTP costs here (`cargo xtask bench http`), and `attach --no-syscalls` leaves only this.
 //! - Coverage: it sees what went out however it was written (write, writev, sendmsg, sendfile,
-//!   splice, io_uring) and keys connections by their addresses, so dup'ed fds and thread pools are alike.
+//!   splice, io_uring) and keys connections by their addresses, so dup'ed fds and thread pools
+//!   are alike.
 //!
 //! What it needs of the server, which servers do: the status line starts a segment (it is written
 //! after the request was read, so nothing of the previous response waits in the send queue) and
@@ -22,15 +23,12 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuHashMap},
     programs::SkBuffContext,
 };
-use chaos_common::{HttpKey, HttpLatency, latency_bucket};
+use chaos_common::{HttpKey, HttpStats, latency_bucket};
 
 use crate::monitor::{get_or_zero, target_slot};
 
 #[map]
-static HTTP_RESPONSES: PerCpuHashMap<HttpKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
-
-#[map]
-static HTTP_LATENCY: PerCpuHashMap<u32, HttpLatency> = PerCpuHashMap::with_max_entries(1024, 0);
+static HTTP_RESPONSES: PerCpuHashMap<HttpKey, HttpStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The connection's addresses -> its last request and response. LRU: closed connections are
 /// forgotten. Entries are rewritten in place: an LRU insert or delete costs far more.
@@ -60,8 +58,12 @@ struct Connection {
     response_seq: u32,
     /// `SEEN_REQUEST` | `SEEN_RESPONSE`: which of the two sequence numbers is meaningful.
     seen: u32,
-    _pad: u32,
+    /// The target the socket belongs to, looked up once per connection; `NOT_A_TARGET` for
+    /// sockets of a child cgroup of a target (the monitor counts exact cgroups only).
+    slot: u32,
 }
+
+const NOT_A_TARGET: u32 = u32::MAX;
 
 const SEEN_REQUEST: u32 = 1;
 const SEEN_RESPONSE: u32 = 2;
@@ -80,22 +82,33 @@ const IPPROTO_TCP: u8 = 6;
 const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 const TCP_HEADER_LEN: usize = 20;
+const TCP_SYN: u8 = 0x02;
+/// IPv6 header and the longest TCP header.
+const MAX_HEADERS_LEN: usize = IPV6_HEADER_LEN + 60;
 
 #[cgroup_skb(ingress)]
 pub fn http_ingress(ctx: SkBuffContext) -> i32 {
-    if let Some(segment) = tcp_payload(&ctx, METHOD_LEN, Direction::In)
-        && let Ok(head) = ctx.load::<[u8; METHOD_LEN]>(segment.payload)
+    let Some(segment) = tcp_segment(&ctx, METHOD_LEN, Direction::In) else {
+        return PASS;
+    };
+    if segment.opens_connection {
+        forget(&segment);
+    } else if let Some(head) = payload_head::<METHOD_LEN>(&ctx, segment.payload)
         && is_method(&head)
     {
-        on_request(&segment);
+        on_request(&ctx, &segment);
     }
     PASS
 }
 
 #[cgroup_skb(egress)]
 pub fn http_egress(ctx: SkBuffContext) -> i32 {
-    if let Some(segment) = tcp_payload(&ctx, STATUS_LINE_LEN, Direction::Out)
-        && let Ok(head) = ctx.load::<[u8; STATUS_LINE_LEN]>(segment.payload)
+    let Some(segment) = tcp_segment(&ctx, STATUS_LINE_LEN, Direction::Out) else {
+        return PASS;
+    };
+    if segment.opens_connection {
+        forget(&segment);
+    } else if let Some(head) = payload_head::<STATUS_LINE_LEN>(&ctx, segment.payload)
         && let Some(code) = status_code(&head)
     {
         on_response(&ctx, &segment, code);
@@ -114,14 +127,17 @@ struct Segment {
     /// Offset of the TCP payload from the start of the IP header.
     payload: usize,
     seq: u32,
+    /// A SYN: whatever we know of an earlier connection with these addresses is stale.
+    opens_connection: bool,
 }
 
-/// The TCP segment in this packet if it carries at least `min` bytes of payload. The headers are
+/// The TCP segment in this packet if it carries at least `min` bytes of payload, or opens a
+/// connection. The headers are
 /// read in place (they are in the linear part); the payload may not be, so it is read with
 /// `bpf_skb_load_bytes`. IPv4 options and IPv6 extension headers are not followed: TCP traffic
 /// carries neither in practice.
 #[inline(always)]
-fn tcp_payload(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<Segment> {
+fn tcp_segment(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<Segment> {
     let skb = ctx.skb.skb;
     let (len, protocol, data, data_end) = unsafe {
         let skb = &*skb;
@@ -132,12 +148,11 @@ fn tcp_payload(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<
             skb.data_end as usize,
         )
     };
-    // Pure ACKs, the most common packets, stop here or at the data-offset check.
+    // Pure ACKs, the most common packets, stop here or at the data-offset check, before the
+    // addresses are read.
     if len < IPV4_HEADER_LEN + TCP_HEADER_LEN + min {
         return None;
     }
-    // Source and destination address, in packet order.
-    let mut addrs = [[0u32; 4]; 2];
     let tcp = match protocol {
         ETH_P_IP => {
             if data + IPV4_HEADER_LEN + TCP_HEADER_LEN > data_end {
@@ -148,8 +163,6 @@ fn tcp_payload(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<
             if version_ihl != 0x45 || next != IPPROTO_TCP {
                 return None;
             }
-            addrs[0][0] = unsafe { *((data + 12) as *const u32) };
-            addrs[1][0] = unsafe { *((data + 16) as *const u32) };
             data + IPV4_HEADER_LEN
         }
         ETH_P_IPV6 => {
@@ -159,18 +172,25 @@ fn tcp_payload(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<
             if unsafe { *((data + 6) as *const u8) } != IPPROTO_TCP {
                 return None;
             }
-            addrs = unsafe { *((data + 8) as *const [[u32; 4]; 2]) };
             data + IPV6_HEADER_LEN
         }
         _ => return None,
     };
-    let ports = unsafe { *(tcp as *const [u16; 2]) };
-    let seq = u32::from_be(unsafe { *((tcp + 4) as *const u32) });
     let data_offset = (unsafe { *((tcp + 12) as *const u8) } >> 4) as usize * 4;
+    let opens_connection = unsafe { *((tcp + 13) as *const u8) } & TCP_SYN != 0;
     let payload = tcp - data + data_offset;
-    if len < payload + min {
+    if len < payload + min && !opens_connection {
         return None;
     }
+    // Source and destination, in packet order.
+    let addrs = if protocol == ETH_P_IP {
+        let [source, destination] = unsafe { *((data + 12) as *const [u32; 2]) };
+        [[source, 0, 0, 0], [destination, 0, 0, 0]]
+    } else {
+        unsafe { *((data + 8) as *const [[u32; 4]; 2]) }
+    };
+    let ports = unsafe { *(tcp as *const [u16; 2]) };
+    let seq = u32::from_be(unsafe { *((tcp + 4) as *const u32) });
     let (remote, local) = match direction {
         Direction::In => (0, 1),
         Direction::Out => (1, 0),
@@ -185,12 +205,38 @@ fn tcp_payload(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<
         connection,
         payload,
         seq,
+        opens_connection,
     })
+}
+
+/// The first `N` bytes of the payload at `offset`: read in place when they are in the linear
+/// part (small packets from a NIC), else with `bpf_skb_load_bytes` (loopback puts the payload in
+/// page fragments).
+#[inline(always)]
+fn payload_head<const N: usize>(ctx: &SkBuffContext, offset: usize) -> Option<[u8; N]> {
+    let (data, data_end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    // The bound keeps the verifier sure of the offset's range.
+    if offset <= MAX_HEADERS_LEN && data + offset + N <= data_end {
+        return Some(unsafe { *((data + offset) as *const [u8; N]) });
+    }
+    ctx.load::<[u8; N]>(offset).ok()
+}
+
+/// A new connection reuses these addresses (the LRU may still hold the last one's entry, with
+/// its target and sequence numbers).
+#[inline(always)]
+fn forget(segment: &Segment) {
+    let _ = HTTP_CONNECTIONS.remove(&segment.connection);
 }
 
 /// A request starts: remember when, unless this segment is a retransmission of the last one.
 #[inline(always)]
-fn on_request(segment: &Segment) {
+fn on_request(ctx: &SkBuffContext, segment: &Segment) {
     let seq = segment.seq;
     let now = unsafe { bpf_ktime_get_ns() };
     match HTTP_CONNECTIONS.get_ptr_mut(&segment.connection) {
@@ -209,7 +255,7 @@ fn on_request(segment: &Segment) {
                 request_seq: seq,
                 response_seq: 0,
                 seen: SEEN_REQUEST,
-                _pad: 0,
+                slot: socket_slot(ctx),
             };
             let _ = HTTP_CONNECTIONS.insert(&segment.connection, &connection, 0);
         }
@@ -221,17 +267,17 @@ fn on_request(segment: &Segment) {
 #[inline(always)]
 fn on_response(ctx: &SkBuffContext, segment: &Segment, code: u32) {
     let seq = segment.seq;
-    let mut request_ns = 0;
-    match HTTP_CONNECTIONS.get_ptr_mut(&segment.connection) {
+    let (slot, request_ns) = match HTTP_CONNECTIONS.get_ptr_mut(&segment.connection) {
         Some(connection) => {
             let connection = unsafe { &mut *connection };
             if connection.seen & SEEN_RESPONSE != 0 && connection.response_seq == seq {
                 return;
             }
-            request_ns = connection.request_ns;
+            let request_ns = connection.request_ns;
             connection.request_ns = 0;
             connection.response_seq = seq;
             connection.seen |= SEEN_RESPONSE;
+            (connection.slot, request_ns)
         }
         None => {
             // A connection opened before we attached (or forgotten by the LRU): remember the
@@ -241,31 +287,44 @@ fn on_response(ctx: &SkBuffContext, segment: &Segment, code: u32) {
                 request_seq: 0,
                 response_seq: seq,
                 seen: SEEN_RESPONSE,
-                _pad: 0,
+                slot: socket_slot(ctx),
             };
             let _ = HTTP_CONNECTIONS.insert(&segment.connection, &connection, 0);
+            (connection.slot, 0)
         }
+    };
+    if slot == NOT_A_TARGET {
+        return;
     }
-    // The socket's cgroup, not the current task's: egress can run in softirq context.
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    let Some(slot) = target_slot(cgroup_id) else {
+    let Some(stats) = get_or_zero(&HTTP_RESPONSES, &HttpKey { slot, code }, &HttpStats::ZERO)
+    else {
         return;
     };
-    if let Some(count) = get_or_zero(&HTTP_RESPONSES, &HttpKey { slot, code }, &0) {
-        unsafe { *count += 1 };
-    }
+    let stats = unsafe { &mut *stats };
+    stats.responses += 1;
     if request_ns == 0 {
         return;
     }
-    let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(request_ns);
-    if let Some(latency) = get_or_zero(&HTTP_LATENCY, &slot, &HttpLatency::ZERO) {
-        let latency = unsafe { &mut *latency };
-        latency.count += 1;
-        latency.sum_ns += elapsed;
-        if let Some(bucket) = latency.hist.get_mut(latency_bucket(elapsed)) {
-            *bucket += 1;
-        }
+    // TCP stamps the segment with its departure time (CLOCK_MONOTONIC, as bpf_ktime_get_ns):
+    // reading it spares a helper call.
+    let sent = match unsafe { (*ctx.skb.skb).tstamp } {
+        0 => unsafe { bpf_ktime_get_ns() },
+        departure => departure,
+    };
+    let elapsed = sent.saturating_sub(request_ns);
+    stats.timed += 1;
+    stats.sum_ns += elapsed;
+    if let Some(bucket) = stats.hist.get_mut(latency_bucket(elapsed)) {
+        *bucket += 1;
     }
+}
+
+/// The slot of the target whose cgroup the packet's socket belongs to. The socket's cgroup, not
+/// the current task's: these programs can run in softirq context, on another task's time.
+#[inline(always)]
+fn socket_slot(ctx: &SkBuffContext) -> u32 {
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    target_slot(cgroup_id).unwrap_or(NOT_A_TARGET)
 }
 
 /// `HTTP/1.0 404` / `HTTP/1.1 200` -> the code.

@@ -9,9 +9,7 @@ use aya::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLinkId,
     },
 };
-use chaos_common::{
-    HttpKey, HttpLatency, MAP_HTTP_LATENCY, MAP_HTTP_RESPONSES, PROG_HTTP_EGRESS, PROG_HTTP_INGRESS,
-};
+use chaos_common::{HttpKey, HttpStats, MAP_HTTP_RESPONSES, PROG_HTTP_EGRESS, PROG_HTTP_INGRESS};
 use serde::Serialize;
 
 use crate::monitor::MonitorError;
@@ -22,17 +20,15 @@ const PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
 ];
 
 pub struct HttpCounting {
-    responses: PerCpuHashMap<MapData, HttpKey, u64>,
-    latency: PerCpuHashMap<MapData, u32, HttpLatency>,
+    responses: PerCpuHashMap<MapData, HttpKey, HttpStats>,
     /// cgroup id -> the links of the two programs on it.
     links: BTreeMap<u64, Vec<(&'static str, CgroupSkbLinkId)>>,
 }
 /// Summed over CPUs.
 #[derive(Debug, Default, Clone)]
 pub struct HttpCounters {
-    /// (slot, status code) -> responses
-    pub responses: BTreeMap<(u32, u32), u64>,
-    pub latency: BTreeMap<u32, HttpLatency>,
+    /// (slot, status code) -> responses and their latency
+    pub stats: BTreeMap<(u32, u32), HttpStats>,
 }
 
 /// One target's HTTP traffic, for snapshots.
@@ -61,7 +57,6 @@ impl HttpCounting {
         let mut take = |name| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         Ok(Self {
             responses: PerCpuHashMap::try_from(take(MAP_HTTP_RESPONSES)?)?,
-            latency: PerCpuHashMap::try_from(take(MAP_HTTP_LATENCY)?)?,
             links: BTreeMap::new(),
         })
     }
@@ -111,19 +106,11 @@ impl HttpCounting {
         let mut counters = HttpCounters::default();
         for entry in self.responses.iter() {
             let (key, per_cpu) = entry?;
-            *counters.responses.entry((key.slot, key.code)).or_default() +=
-                per_cpu.iter().sum::<u64>();
-        }
-        for entry in self.latency.iter() {
-            let (slot, per_cpu) = entry?;
-            let total = counters.latency.entry(slot).or_insert(HttpLatency::ZERO);
-            for latency in per_cpu.iter() {
-                total.count += latency.count;
-                total.sum_ns += latency.sum_ns;
-                for (sum, count) in total.hist.iter_mut().zip(latency.hist) {
-                    *sum += count;
-                }
-            }
+            let total = counters
+                .stats
+                .entry((key.slot, key.code))
+                .or_insert(HttpStats::ZERO);
+            per_cpu.iter().for_each(|stats| add(total, stats));
         }
         Ok(counters)
     }
@@ -132,25 +119,30 @@ impl HttpCounting {
 impl HttpCounters {
     /// The slot's traffic, or None if it answered nothing.
     pub fn of(&self, slot: u32) -> Option<HttpSnapshot> {
-        let responses: BTreeMap<u32, u64> = self
-            .responses
-            .range((slot, 0)..=(slot, u32::MAX))
-            .map(|(&(_, code), &count)| (code, count))
+        let of_slot = || self.stats.range((slot, 0)..=(slot, u32::MAX));
+        let responses: BTreeMap<u32, u64> = of_slot()
+            .map(|(&(_, code), stats)| (code, stats.responses))
             .collect();
         if responses.is_empty() {
             return None;
         }
-        let latency = self
-            .latency
-            .get(&slot)
-            .copied()
-            .unwrap_or(HttpLatency::ZERO);
+        let mut all_codes = HttpStats::ZERO;
+        of_slot().for_each(|(_, stats)| add(&mut all_codes, stats));
         Some(HttpSnapshot {
             responses,
-            timed: latency.count,
-            latency_sum_ns: latency.sum_ns,
-            latency_hist: latency.hist,
+            timed: all_codes.timed,
+            latency_sum_ns: all_codes.sum_ns,
+            latency_hist: all_codes.hist,
         })
+    }
+}
+
+fn add(total: &mut HttpStats, stats: &HttpStats) {
+    total.responses += stats.responses;
+    total.timed += stats.timed;
+    total.sum_ns += stats.sum_ns;
+    for (sum, count) in total.hist.iter_mut().zip(stats.hist) {
+        *sum += count;
     }
 }
 

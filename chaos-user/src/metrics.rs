@@ -139,7 +139,7 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
     );
     let mut http_durations = family(
         "syschaos_http_response_duration_seconds",
-        "From a request read to the response written on the same connection.",
+        "From a request segment's arrival to its response segment's departure, same connection.",
         MetricType::HISTOGRAM,
     );
     let mut trace_drops = family(
