@@ -20,6 +20,22 @@ fn unknown_container() {
 }
 
 #[test]
+fn no_syscalls_with_an_injection() {
+    let target = Container::start("nosyscalls", &[]);
+    refused(
+        &[
+            "--container",
+            &target.name,
+            "--no-syscalls",
+            "--inject",
+            "openat=EACCES",
+        ],
+        "--no-syscalls leaves out the syscall programs that injecting and tracing work through",
+        |_| {},
+    );
+}
+
+#[test]
 fn container_not_running() {
     let stopped = Container::create_stopped("stopped");
     refused(

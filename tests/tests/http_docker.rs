@@ -9,7 +9,11 @@ use tests::{attach::Attach, docker::Container, free_port};
 
 /// Sends `paths` on one connection (keep-alive unless `close_each`), returns the status codes.
 fn requests(port: u16, paths: &[&str], version: &str, close: bool) -> Vec<u32> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    requests_to("127.0.0.1", port, paths, version, close)
+}
+
+fn requests_to(host: &str, port: u16, paths: &[&str], version: &str, close: bool) -> Vec<u32> {
+    let stream = TcpStream::connect((host, port)).expect("connect to the server");
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let connection = if close { "close" } else { "keep-alive" };
@@ -120,6 +124,22 @@ fn responses_are_counted_by_status_code_exactly() {
     assert_eq!(
         seen,
         BTreeMap::from([(200, 11), (201, 1), (404, 15), (500, 11), (503, 1)])
+    );
+    assert_http_counts(&attach, &server.name, &seen);
+}
+
+#[test]
+fn responses_over_ipv6_are_counted_exactly() {
+    let port = free_port().to_string();
+    let server = Container::run("ipv6", &["--network", "host"], &["serve", "--port", &port]);
+    let port: u16 = port.parse().unwrap();
+    let attach = Attach::start(&["--container", &server.name]);
+    let mut codes = requests_to("::1", port, &mixed(6), "HTTP/1.1", false);
+    codes.extend(requests_to("::1", port, &["/status/503"], "HTTP/1.0", true));
+    let seen = tally(codes);
+    assert_eq!(
+        seen,
+        BTreeMap::from([(200, 2), (404, 2), (500, 2), (503, 1)])
     );
     assert_http_counts(&attach, &server.name, &seen);
 }

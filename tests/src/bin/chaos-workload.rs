@@ -459,12 +459,21 @@ fn serve(port: u16, site: Site) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Also on [::1] where the namespace has IPv6 loopback (the HTTP tests cover both families).
+    if let Ok(listener) = std::net::TcpListener::bind(("::1", port)) {
+        let site = site.clone();
+        std::thread::spawn(move || accept_connections(listener, site));
+    }
     println!("{{\"ready\":true}}");
+    accept_connections(listener, site);
+    ExitCode::SUCCESS
+}
+
+fn accept_connections(listener: std::net::TcpListener, site: Site) {
     for stream in listener.incoming().flatten() {
         let site = site.clone();
         std::thread::spawn(move || serve_connection(stream, &site));
     }
-    ExitCode::SUCCESS
 }
 
 /// Answers requests on one connection until the client closes it or asks to.
@@ -473,7 +482,7 @@ fn serve_connection(stream: std::net::TcpStream, site: &Site) {
     // Responses go out in several writes on purpose: without NODELAY, Nagle would hold the
     // second one for the client's delayed ACK (40 ms), as real servers avoid by setting it.
     let _ = stream.set_nodelay(true);
-    // Read and write through the same fd, as servers do (HTTP latency is keyed by process and fd).
+    // Read and write through the same fd, as servers do.
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
     loop {
