@@ -125,6 +125,9 @@ pub fn render_text(report: &IntervalReport, header: &str) -> String {
             target.resources.io_read_bytes.map_or("-".into(), bytes),
             target.resources.io_write_bytes.map_or("-".into(), bytes),
         );
+        if let Some(http) = &target.http {
+            let _ = writeln!(out, "{}", http_line(http));
+        }
         let _ = writeln!(
             out,
             "  {:<18} {:>10} {:>10} {:<24} {:>10} {:>10} {:>12}",
@@ -164,6 +167,28 @@ pub fn render_text(report: &IntervalReport, header: &str) -> String {
     out
 }
 
+/// `  HTTP  1200.0 resp/s  200:1150 404:40 500:10  p50 1.2ms  p99 3.4ms  total 56789`, the codes
+/// over the interval.
+fn http_line(http: &HttpRate) -> String {
+    let codes = match http.codes.is_empty() {
+        true => "-".to_owned(),
+        false => http
+            .codes
+            .iter()
+            .map(|(code, count)| format!("{code}:{count}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let millis = |ms: Option<f64>| micros(ms.map(|ms| ms * 1000.0));
+    format!(
+        "  HTTP  {:.1} resp/s  {codes}  p50 {}  p99 {}  total {}",
+        http.responses_per_sec,
+        millis(http.p50_ms),
+        millis(http.p99_ms),
+        http.responses_total
+    )
+}
+
 fn micros(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
@@ -181,4 +206,37 @@ fn bytes(value: u64) -> String {
         unit += 1;
     }
     format!("{size:.1}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_view_shows_http_beside_the_syscalls() {
+        let report = IntervalReport {
+            unix_time_ms: 0,
+            interval_seconds: 1.0,
+            targets: vec![TargetReport {
+                target: "web".into(),
+                cgroup_id: 7,
+                active: true,
+                resources: ResourceUsage::default(),
+                syscalls: Vec::new(),
+                injections: Vec::new(),
+                http: Some(HttpRate {
+                    responses_total: 1234,
+                    responses_per_sec: 50.0,
+                    codes: BTreeMap::from([(200, 45), (503, 5)]),
+                    p50_ms: Some(1.5),
+                    p99_ms: None,
+                }),
+            }],
+        };
+        let text = render_text(&report, "header");
+        assert!(
+            text.contains("  HTTP  50.0 resp/s  200:45 503:5  p50 1.5ms  p99 -  total 1234\n"),
+            "{text}"
+        );
+    }
 }
