@@ -132,10 +132,8 @@ struct Segment {
 }
 
 /// The TCP segment in this packet if it carries at least `min` bytes of payload, or opens a
-/// connection. The headers are
-/// read in place (they are in the linear part); the payload may not be, so it is read with
-/// `bpf_skb_load_bytes`. IPv4 options and IPv6 extension headers are not followed: TCP traffic
-/// carries neither in practice.
+/// connection. The headers are read in place: they are in the linear part. IPv4 options and
+/// IPv6 extension headers are not followed: TCP traffic carries neither in practice.
 #[inline(always)]
 fn tcp_segment(ctx: &SkBuffContext, min: usize, direction: Direction) -> Option<Segment> {
     let skb = ctx.skb.skb;

@@ -24,6 +24,7 @@ pub struct HttpCounting {
     /// cgroup id -> the links of the two programs on it.
     links: BTreeMap<u64, Vec<(&'static str, CgroupSkbLinkId)>>,
 }
+
 /// Summed over CPUs.
 #[derive(Debug, Default, Clone)]
 pub struct HttpCounters {

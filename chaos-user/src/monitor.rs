@@ -146,7 +146,8 @@ impl Monitor {
         })
     }
 
-    /// Attaches the raw tracepoints: counting (and injecting) starts.
+    /// Attaches the raw tracepoints: counting (and injecting) starts. Loaded without syscalls,
+    /// nothing: HTTP counting attaches to each target's cgroup as the target is added.
     pub fn start(&mut self) -> Result<(), MonitorError> {
         if !self.count_syscalls {
             return Ok(());
