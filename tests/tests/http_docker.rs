@@ -50,6 +50,17 @@ fn requests_to(host: &str, port: u16, paths: &[&str], version: &str, close: bool
         .collect()
 }
 
+/// `chaos-workload serve` in a container on the host's network, and its port.
+fn server_on_host(name: &str) -> (Container, u16) {
+    let port = free_port();
+    let server = Container::run(
+        name,
+        &["--network", "host"],
+        &["serve", "--port", &port.to_string()],
+    );
+    (server, port)
+}
+
 /// Asserts that the scrape's HTTP series of `target` are exactly `seen`, every response timed.
 fn assert_http_counts(attach: &Attach, target: &str, seen: &BTreeMap<u32, u64>) {
     let scrape = attach.metrics();
@@ -98,9 +109,7 @@ fn mixed(n: usize) -> Vec<&'static str> {
 
 #[test]
 fn responses_are_counted_by_status_code_exactly() {
-    let port = free_port().to_string();
-    let server = Container::run("http", &["--network", "host"], &["serve", "--port", &port]);
-    let port: u16 = port.parse().unwrap();
+    let (server, port) = server_on_host("http");
     let attach = Attach::start(&["--container", &server.name]);
 
     let mut codes = Vec::new();
@@ -130,9 +139,7 @@ fn responses_are_counted_by_status_code_exactly() {
 
 #[test]
 fn responses_over_ipv6_are_counted_exactly() {
-    let port = free_port().to_string();
-    let server = Container::run("ipv6", &["--network", "host"], &["serve", "--port", &port]);
-    let port: u16 = port.parse().unwrap();
+    let (server, port) = server_on_host("ipv6");
     let attach = Attach::start(&["--container", &server.name]);
     let mut codes = requests_to("::1", port, &mixed(6), "HTTP/1.1", false);
     codes.extend(requests_to("::1", port, &["/status/503"], "HTTP/1.0", true));
@@ -223,13 +230,7 @@ fn tcp_retransmissions(pid: &str) -> u64 {
 /// `--no-syscalls`: the responses are counted exactly, and no syscall at all.
 #[test]
 fn no_syscalls_counts_the_responses_only() {
-    let port = free_port().to_string();
-    let server = Container::run(
-        "nosyscalls",
-        &["--network", "host"],
-        &["serve", "--port", &port],
-    );
-    let port: u16 = port.parse().unwrap();
+    let (server, port) = server_on_host("nosyscalls");
     let attach = Attach::start(&["--container", &server.name, "--no-syscalls"]);
     let codes = requests(port, &mixed(9), "HTTP/1.1", false);
     let seen = tally(codes);
@@ -247,13 +248,7 @@ fn no_syscalls_counts_the_responses_only() {
 
 #[test]
 fn no_http_counts_the_syscalls_but_no_response() {
-    let port = free_port().to_string();
-    let server = Container::run(
-        "nohttp",
-        &["--network", "host"],
-        &["serve", "--port", &port],
-    );
-    let port: u16 = port.parse().unwrap();
+    let (server, port) = server_on_host("nohttp");
     let attach = Attach::start(&["--container", &server.name, "--no-http"]);
     assert_eq!(
         requests(port, &["/status/200"; 5], "HTTP/1.1", false),
