@@ -5,14 +5,12 @@ use std::{collections::BTreeMap, fs::File, path::Path};
 use aya::{
     Ebpf,
     maps::{MapData, MapError, PerCpuHashMap},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLinkId,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
 };
 use chaos_common::{HttpKey, HttpStats, MAP_HTTP_RESPONSES, PROG_HTTP_EGRESS, PROG_HTTP_INGRESS};
 use serde::Serialize;
 
-use crate::monitor::MonitorError;
+use crate::monitor::{MonitorError, short_error};
 
 const PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     (PROG_HTTP_INGRESS, CgroupSkbAttachType::Ingress),
@@ -52,7 +50,7 @@ impl HttpCounting {
                 .load()
                 .map_err(|e| MonitorError::Http {
                     what: format!("load {name}"),
-                    why: crate::inject::kernel::short_error(e),
+                    why: short_error(e),
                 })?;
         }
         let mut take = |name| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
@@ -148,13 +146,10 @@ fn add(total: &mut HttpStats, stats: &HttpStats) {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, MonitorError> {
-    ebpf.program_mut(name)
-        .ok_or(MonitorError::Missing(name))?
-        .try_into()
-        .map_err(|e: ProgramError| MonitorError::Http {
-            what: format!("find {name}"),
-            why: e.to_string(),
-        })
+    crate::monitor::program(ebpf, name).map_err(|why| MonitorError::Http {
+        what: format!("find {name}"),
+        why,
+    })
 }
 
 /// Best effort: a link that cannot be detached goes away with the process anyway.

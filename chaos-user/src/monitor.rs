@@ -312,6 +312,41 @@ fn raw_tracepoint<'a>(
         .map_err(|source| MonitorError::Attach { tracepoint, source })
 }
 
+/// A load error in one line: the verifier's full log is long, its last verdict line says why.
+pub(crate) fn short_error(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let first = first.split(". Verifier output").next().unwrap_or(first);
+    let verdict = text.lines().rev().find(|line| {
+        [
+            "cannot use helper",
+            "unknown func",
+            "not supported",
+            "invalid",
+            "Permission denied",
+            "should have been in",
+        ]
+        .iter()
+        .any(|word| line.contains(word))
+    });
+    match verdict {
+        Some(verdict) if verdict != first => format!("{first}: {}", verdict.trim()),
+        _ => first.to_owned(),
+    }
+}
+
+/// The program `name` of the object, as the program type `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("no program {name} in the eBPF object"))?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {

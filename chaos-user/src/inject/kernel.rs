@@ -17,7 +17,7 @@ use super::{
     engine::{self, Capabilities, Engine},
     rule::{Fault, RuleSpec},
 };
-use crate::monitor::{Monitor, MonitorError};
+use crate::monitor::{Monitor, MonitorError, program, short_error};
 
 pub struct InjectionMaps {
     rules: HashMap<MapData, RuleKey, InjectRule>,
@@ -249,40 +249,6 @@ impl Monitor {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
-}
-
-/// A load error in one line: the verifier's full log is long, its last verdict line says why.
-pub(crate) fn short_error(error: impl std::fmt::Display) -> String {
-    let text = error.to_string();
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default();
-    let first = first.split(". Verifier output").next().unwrap_or(first);
-    let verdict = text.lines().rev().find(|line| {
-        [
-            "cannot use helper",
-            "unknown func",
-            "not supported",
-            "invalid",
-            "Permission denied",
-            "should have been in",
-        ]
-        .iter()
-        .any(|word| line.contains(word))
-    });
-    match verdict {
-        Some(verdict) if verdict != first => format!("{first}: {}", verdict.trim()),
-        _ => first.to_owned(),
-    }
-}
-
-fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| format!("no program {name} in the eBPF object"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())
 }
 
 fn kernel_rule(rule: &InstalledRule, expires_ns: u64) -> (RuleKey, InjectRule) {
