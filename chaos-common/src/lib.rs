@@ -31,6 +31,10 @@ pub const MAP_TRACE_SYSCALLS: &str = "TRACE_SYSCALLS";
 pub const MAP_TRACE_DROPS: &str = "TRACE_DROPS";
 /// Per-CPU `(slot, status code)` -> [`HttpStats`].
 pub const MAP_HTTP_RESPONSES: &str = "HTTP_RESPONSES";
+/// Kernel-only: per connection, the request awaiting its response.
+pub const MAP_HTTP_CONNECTIONS: &str = "HTTP_CONNECTIONS";
+/// Kernel-only: per-CPU call counter for trace sampling.
+pub const MAP_TRACE_SEEN: &str = "TRACE_SEEN";
 
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
@@ -39,8 +43,83 @@ pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
 pub const PROG_HTTP_INGRESS: &str = "http_ingress";
 pub const PROG_HTTP_EGRESS: &str = "http_egress";
 
-/// Enforcement programs, one per engine hook (see `chaos-user/src/inject/engine.rs`).
+/// Enforcement programs, named `inject_<engine>[_<hook>]`: engine `kprobe`
+/// (`chaos-ebpf/src/inject_kprobe.rs`, `chaos-user/src/inject/kprobe.rs`).
 pub const PROG_INJECT_KPROBE: &str = "inject_kprobe";
+/// Engine `lsm`: one program per LSM hook, `inject_lsm_<hook>` (the loader takes the hook from
+/// the name).
+pub const PROG_INJECT_LSM_PREFIX: &str = "inject_lsm_";
+pub const PROG_INJECT_LSM_FILE_OPEN: &str = "inject_lsm_file_open";
+pub const PROG_INJECT_LSM_FILE_PERMISSION: &str = "inject_lsm_file_permission";
+pub const PROG_INJECT_LSM_SOCKET_CONNECT: &str = "inject_lsm_socket_connect";
+pub const PROG_INJECT_LSM_SOCKET_BIND: &str = "inject_lsm_socket_bind";
+pub const PROG_INJECT_LSM_SOCKET_SENDMSG: &str = "inject_lsm_socket_sendmsg";
+pub const PROG_INJECT_LSM_SOCKET_RECVMSG: &str = "inject_lsm_socket_recvmsg";
+pub const PROG_INJECT_LSM_INODE_CREATE: &str = "inject_lsm_inode_create";
+pub const PROG_INJECT_LSM_INODE_UNLINK: &str = "inject_lsm_inode_unlink";
+pub const PROG_INJECT_LSM_INODE_MKDIR: &str = "inject_lsm_inode_mkdir";
+pub const PROG_INJECT_LSM_INODE_RMDIR: &str = "inject_lsm_inode_rmdir";
+pub const PROG_INJECT_LSM_INODE_RENAME: &str = "inject_lsm_inode_rename";
+pub const PROG_INJECT_LSM_MMAP_FILE: &str = "inject_lsm_mmap_file";
+pub const PROG_INJECT_LSM_TASK_ALLOC: &str = "inject_lsm_task_alloc";
+pub const PROG_INJECT_LSM_BPRM_CHECK_SECURITY: &str = "inject_lsm_bprm_check_security";
+/// Engine `cgroup-sock`: `inject_cgroup_sock_<attach point>`.
+pub const PROG_INJECT_CGROUP_SOCK_CONNECT4: &str = "inject_cgroup_sock_connect4";
+pub const PROG_INJECT_CGROUP_SOCK_CONNECT6: &str = "inject_cgroup_sock_connect6";
+pub const PROG_INJECT_CGROUP_SOCK_BIND4: &str = "inject_cgroup_sock_bind4";
+pub const PROG_INJECT_CGROUP_SOCK_BIND6: &str = "inject_cgroup_sock_bind6";
+pub const PROG_INJECT_CGROUP_SOCK_SENDMSG4: &str = "inject_cgroup_sock_sendmsg4";
+pub const PROG_INJECT_CGROUP_SOCK_SENDMSG6: &str = "inject_cgroup_sock_sendmsg6";
+pub const PROG_INJECT_CGROUP_SOCK_CREATE: &str = "inject_cgroup_sock_create";
+
+/// Every program of the eBPF object. The loader's names test checks the object has exactly
+/// these, so a program renamed on one side fails a unit test, not a user's run.
+pub const PROGRAMS: &[&str] = &[
+    PROG_SYS_ENTER,
+    PROG_SYS_EXIT,
+    PROG_HTTP_INGRESS,
+    PROG_HTTP_EGRESS,
+    PROG_INJECT_KPROBE,
+    PROG_INJECT_LSM_FILE_OPEN,
+    PROG_INJECT_LSM_FILE_PERMISSION,
+    PROG_INJECT_LSM_SOCKET_CONNECT,
+    PROG_INJECT_LSM_SOCKET_BIND,
+    PROG_INJECT_LSM_SOCKET_SENDMSG,
+    PROG_INJECT_LSM_SOCKET_RECVMSG,
+    PROG_INJECT_LSM_INODE_CREATE,
+    PROG_INJECT_LSM_INODE_UNLINK,
+    PROG_INJECT_LSM_INODE_MKDIR,
+    PROG_INJECT_LSM_INODE_RMDIR,
+    PROG_INJECT_LSM_INODE_RENAME,
+    PROG_INJECT_LSM_MMAP_FILE,
+    PROG_INJECT_LSM_TASK_ALLOC,
+    PROG_INJECT_LSM_BPRM_CHECK_SECURITY,
+    PROG_INJECT_CGROUP_SOCK_CONNECT4,
+    PROG_INJECT_CGROUP_SOCK_CONNECT6,
+    PROG_INJECT_CGROUP_SOCK_BIND4,
+    PROG_INJECT_CGROUP_SOCK_BIND6,
+    PROG_INJECT_CGROUP_SOCK_SENDMSG4,
+    PROG_INJECT_CGROUP_SOCK_SENDMSG6,
+    PROG_INJECT_CGROUP_SOCK_CREATE,
+];
+
+/// Every map of the eBPF object (checked like [`PROGRAMS`]).
+pub const MAPS: &[&str] = &[
+    MAP_TARGETS,
+    MAP_TARGET_FILTER,
+    MAP_SYSCALL_STATS,
+    MAP_SYSCALL_ERRORS,
+    MAP_INFLIGHT,
+    MAP_INJECT_RULES,
+    MAP_RULE_SYSCALLS,
+    MAP_INJECTIONS,
+    MAP_TRACE_EVENTS,
+    MAP_TRACE_SYSCALLS,
+    MAP_TRACE_DROPS,
+    MAP_HTTP_RESPONSES,
+    MAP_HTTP_CONNECTIONS,
+    MAP_TRACE_SEEN,
+];
 
 pub const MAX_TARGETS: u32 = 1024;
 /// Syscall numbers below this can be traced.

@@ -1,14 +1,14 @@
 //! Perturbator, shared part: the decision to inject, taken at syscall entry (from the monitor's
 //! `sys_enter`, for targets only), and the hand-over to the engine hook that carries it out later
 //! in the same call (`take_pending`). Engines: `inject_kprobe.rs`, `inject_lsm.rs`,
-//! `inject_cgroup_sock.rs`; signals are sent right here.
+//! `inject_cgroup_sock.rs`, and `inject_signal.rs`, which acts at once, from here.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user_str_bytes, bpf_send_signal_thread,
+        bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -72,10 +72,7 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
         return;
     }
     if rule.engine == ENGINE_SIGNAL {
-        if grant(rule) {
-            unsafe { bpf_send_signal_thread(rule.errno_or_signal) };
-            call.injected = 1;
-        }
+        crate::inject_signal::send(rule, call);
         return;
     }
     call.pending_errno = rule.errno_or_signal;
@@ -113,7 +110,7 @@ pub fn take_pending(engine: u32) -> Option<u32> {
 
 /// Takes one injection from the rule's budget and counts it; false once `max_count` is spent.
 #[inline(always)]
-fn grant(rule: &mut InjectRule) -> bool {
+pub(crate) fn grant(rule: &mut InjectRule) -> bool {
     let taken = fetch_add(&mut rule.taken);
     if rule.max_count != 0 && taken >= rule.max_count {
         return false;

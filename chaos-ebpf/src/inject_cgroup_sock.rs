@@ -31,14 +31,14 @@ macro_rules! sock_addr_hook {
     };
 }
 
-sock_addr_hook!(sock_connect4, connect4);
-sock_addr_hook!(sock_connect6, connect6);
-sock_addr_hook!(sock_bind4, bind4);
-sock_addr_hook!(sock_bind6, bind6);
-sock_addr_hook!(sock_sendmsg4, sendmsg4);
-sock_addr_hook!(sock_sendmsg6, sendmsg6);
+sock_addr_hook!(inject_cgroup_sock_connect4, connect4);
+sock_addr_hook!(inject_cgroup_sock_connect6, connect6);
+sock_addr_hook!(inject_cgroup_sock_bind4, bind4);
+sock_addr_hook!(inject_cgroup_sock_bind6, bind6);
+sock_addr_hook!(inject_cgroup_sock_sendmsg4, sendmsg4);
+sock_addr_hook!(inject_cgroup_sock_sendmsg6, sendmsg6);
 
 #[cgroup_sock(sock_create)]
-pub fn sock_create(_ctx: SockContext) -> i32 {
+pub fn inject_cgroup_sock_create(_ctx: SockContext) -> i32 {
     verdict()
 }

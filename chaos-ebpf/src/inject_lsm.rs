@@ -1,6 +1,7 @@
 //! Engine `lsm`: BPF LSM hooks return the errno, so the kernel refuses the operation the way a
 //! security module would. Which syscall goes through which hook is in
-//! `chaos-user/src/inject/engine.rs`. Needs `bpf` in the active LSM list.
+//! `chaos-user/src/inject/lsm.rs`. Needs `bpf` in the active LSM list. Each program is named
+//! `inject_lsm_<hook>`: the loader takes the hook from the name.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use chaos_common::ENGINE_LSM;
 
@@ -35,17 +36,21 @@ fn enforce(ctx: &LsmContext, ret_index: usize) -> i32 {
     }
 }
 
-lsm_hook!(lsm_file_open, "file_open", ret = 1);
-lsm_hook!(lsm_file_permission, "file_permission", ret = 2);
-lsm_hook!(lsm_socket_connect, "socket_connect", ret = 3);
-lsm_hook!(lsm_socket_bind, "socket_bind", ret = 3);
-lsm_hook!(lsm_socket_sendmsg, "socket_sendmsg", ret = 3);
-lsm_hook!(lsm_socket_recvmsg, "socket_recvmsg", ret = 4);
-lsm_hook!(lsm_inode_create, "inode_create", ret = 3);
-lsm_hook!(lsm_inode_unlink, "inode_unlink", ret = 2);
-lsm_hook!(lsm_inode_mkdir, "inode_mkdir", ret = 3);
-lsm_hook!(lsm_inode_rmdir, "inode_rmdir", ret = 2);
-lsm_hook!(lsm_inode_rename, "inode_rename", ret = 4);
-lsm_hook!(lsm_mmap_file, "mmap_file", ret = 4);
-lsm_hook!(lsm_task_alloc, "task_alloc", ret = 2);
-lsm_hook!(lsm_bprm_check, "bprm_check_security", ret = 1);
+lsm_hook!(inject_lsm_file_open, "file_open", ret = 1);
+lsm_hook!(inject_lsm_file_permission, "file_permission", ret = 2);
+lsm_hook!(inject_lsm_socket_connect, "socket_connect", ret = 3);
+lsm_hook!(inject_lsm_socket_bind, "socket_bind", ret = 3);
+lsm_hook!(inject_lsm_socket_sendmsg, "socket_sendmsg", ret = 3);
+lsm_hook!(inject_lsm_socket_recvmsg, "socket_recvmsg", ret = 4);
+lsm_hook!(inject_lsm_inode_create, "inode_create", ret = 3);
+lsm_hook!(inject_lsm_inode_unlink, "inode_unlink", ret = 2);
+lsm_hook!(inject_lsm_inode_mkdir, "inode_mkdir", ret = 3);
+lsm_hook!(inject_lsm_inode_rmdir, "inode_rmdir", ret = 2);
+lsm_hook!(inject_lsm_inode_rename, "inode_rename", ret = 4);
+lsm_hook!(inject_lsm_mmap_file, "mmap_file", ret = 4);
+lsm_hook!(inject_lsm_task_alloc, "task_alloc", ret = 2);
+lsm_hook!(
+    inject_lsm_bprm_check_security,
+    "bprm_check_security",
+    ret = 1
+);

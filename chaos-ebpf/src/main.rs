@@ -10,6 +10,7 @@ mod inject;
 mod inject_cgroup_sock;
 mod inject_kprobe;
 mod inject_lsm;
+mod inject_signal;
 mod monitor;
 mod trace;
 

@@ -9,8 +9,28 @@ use aya::{
 };
 use chaos_common::{HttpKey, HttpStats, MAP_HTTP_RESPONSES, PROG_HTTP_EGRESS, PROG_HTTP_INGRESS};
 use serde::Serialize;
+use thiserror::Error;
 
-use crate::monitor::{MonitorError, short_error};
+use crate::ebpf::{self, LoadError};
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("HTTP counting cannot load its programs (--no-http goes without it)")]
+    Load(#[from] LoadError),
+    #[error("HTTP counting cannot open {path} (--no-http goes without it)")]
+    Cgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP counting cannot attach {program} to {path} (--no-http goes without it)")]
+    Attach {
+        program: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
 
 const PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     (PROG_HTTP_INGRESS, CgroupSkbAttachType::Ingress),
@@ -44,18 +64,13 @@ pub struct HttpSnapshot {
 
 impl HttpCounting {
     /// Loads the programs and takes the maps; nothing is attached until [`Self::attach`].
-    pub fn load(ebpf: &mut Ebpf) -> Result<Self, MonitorError> {
+    pub fn load(ebpf: &mut Ebpf) -> Result<Self, HttpError> {
         for (name, _) in PROGRAMS {
-            program(ebpf, name)?
-                .load()
-                .map_err(|e| MonitorError::Http {
-                    what: format!("load {name}"),
-                    why: short_error(e),
-                })?;
+            let program: &mut CgroupSkb = ebpf::program(ebpf, name)?;
+            ebpf::loaded(name, program.load())?;
         }
-        let mut take = |name| ebpf.take_map(name).ok_or(MonitorError::Missing(name));
         Ok(Self {
-            responses: PerCpuHashMap::try_from(take(MAP_HTTP_RESPONSES)?)?,
+            responses: ebpf::take_map(ebpf, MAP_HTTP_RESPONSES)?,
             links: BTreeMap::new(),
         })
     }
@@ -67,26 +82,28 @@ impl HttpCounting {
         ebpf: &mut Ebpf,
         cgroup_id: u64,
         cgroup_dir: &Path,
-    ) -> Result<(), MonitorError> {
+    ) -> Result<(), HttpError> {
         if self.links.contains_key(&cgroup_id) {
             return Ok(());
         }
-        let http_error = |why: String| MonitorError::Http {
-            what: format!("attach to {}", cgroup_dir.display()),
-            why,
-        };
-        let cgroup = File::open(cgroup_dir).map_err(|e| http_error(e.to_string()))?;
+        let cgroup = File::open(cgroup_dir).map_err(|source| HttpError::Cgroup {
+            path: cgroup_dir.to_owned(),
+            source,
+        })?;
         let mut links = Vec::new();
         for (name, attach_type) in PROGRAMS {
             // A bpf_link (kernels 5.7+): it coexists with the cgroup's other programs and goes
             // away with this process.
-            let attached =
-                program(ebpf, name)?.attach(&cgroup, attach_type, CgroupAttachMode::Single);
-            match attached {
+            let program: &mut CgroupSkb = ebpf::program(ebpf, name)?;
+            match program.attach(&cgroup, attach_type, CgroupAttachMode::Single) {
                 Ok(link) => links.push((name, link)),
-                Err(e) => {
+                Err(source) => {
                     detach_all(ebpf, links);
-                    return Err(http_error(e.to_string()));
+                    return Err(HttpError::Attach {
+                        program: name,
+                        path: cgroup_dir.to_owned(),
+                        source,
+                    });
                 }
             }
         }
@@ -145,17 +162,10 @@ fn add(total: &mut HttpStats, stats: &HttpStats) {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, MonitorError> {
-    crate::monitor::program(ebpf, name).map_err(|why| MonitorError::Http {
-        what: format!("find {name}"),
-        why,
-    })
-}
-
 /// Best effort: a link that cannot be detached goes away with the process anyway.
 fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static str, CgroupSkbLinkId)>) {
     for (name, link) in links {
-        if let Ok(program) = program(ebpf, name) {
+        if let Ok(program) = ebpf::program::<CgroupSkb>(ebpf, name) {
             let _ = program.detach(link);
         }
     }

@@ -1,6 +1,7 @@
 //! `chaos-user`: observe and perturb containers at the system-call level, from outside, with eBPF.
 mod commands;
 mod docker;
+mod ebpf;
 mod experiment;
 mod http;
 mod inject;
@@ -9,14 +10,23 @@ mod metrics;
 mod monitor;
 mod names;
 mod privileges;
-mod ptrace;
 mod resources;
 mod session;
 mod snapshot;
 mod target;
 mod trace;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use clap::{Parser, Subcommand};
+
+/// Takes a lock, poisoned or not. The policy for every lock in chaos-user: a thread that
+/// panicked while holding one left its data at worst one update behind, and going on is what
+/// lets the session still detach its programs and release its tracees; refusing would turn one
+/// panic into a hang or a target left stopped.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "chaos-user", version, about)]

@@ -1,32 +1,26 @@
-//! What `attach` and `inject` share: target and output flags, and the watch loop.
+//! What the commands share: the target flags (every command takes them), the output flags, and
+//! the watch loop of `attach`, `inject` and `trace`.
 use std::{
     io::{IsTerminal as _, Write as _},
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::mpsc,
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    docker::{self, ContainerEvent, Lifecycle},
-    inject::{
-        InjectError,
-        kernel::{InstalledRule, kernel_now_ns},
-        lock::InjectionLock,
-        rule::RuleSpec,
-    },
+    docker::ContainerEvent,
+    inject::{injector::InstalledRule, rule::RuleSpec},
     live, metrics,
-    monitor::{LoadOptions, Monitor, TraceOptions},
-    session::Session,
+    session::{
+        LoadOptions, Session, TraceOptions,
+        open::{self, Followed, Opened},
+    },
     snapshot::Snapshot,
-    target::{self, CgroupRoot, Target, TargetSpec},
+    target::{self, CgroupRoot, TargetSpec},
     trace::reader::TraceReader,
 };
 
@@ -59,7 +53,20 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn specs(&self) -> Vec<TargetSpec> {
+    /// What to open a session on: these targets, under the cgroup root they name.
+    pub fn request(&self, load: LoadOptions) -> Result<open::Request, target::TargetError> {
+        Ok(open::Request {
+            specs: self.specs(),
+            cgroup_root: self.cgroup_root()?,
+            load,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs().is_empty()
+    }
+
+    pub fn specs(&self) -> Vec<TargetSpec> {
         let containers = self.containers.iter().cloned().map(TargetSpec::Container);
         let cgroups = self.cgroups.iter().cloned().map(TargetSpec::Cgroup);
         let pids = self.pids.iter().copied().map(TargetSpec::Pid);
@@ -77,7 +84,7 @@ impl TargetArgs {
 
     /// Where the cgroup hierarchy is: `--cgroup-root`, a sidecar's view of its target's
     /// namespace, or the mount /proc/self/mountinfo shows.
-    fn cgroup_root(&self) -> Result<CgroupRoot, target::TargetError> {
+    pub fn cgroup_root(&self) -> Result<CgroupRoot, target::TargetError> {
         match &self.cgroup_root {
             Some(path) => CgroupRoot::at(path),
             None if self.shared_pid_namespace => CgroupRoot::seen_from(1),
@@ -153,20 +160,21 @@ pub async fn run_with(
     output: &OutputArgs,
     trace: Option<TraceSelection>,
 ) -> anyhow::Result<()> {
-    let specs = targets.specs();
-    if specs.is_empty() {
-        bail!(
-            "nothing to attach to: give --container NAME, --cgroup PATH, --pid PID, --pod-uid UID, --cgroup-glob PATTERN or --shared-pid-namespace"
-        );
-    }
     if output.no_syscalls && (!rules.is_empty() || trace.is_some()) {
         bail!(
             "--no-syscalls leaves out the syscall programs that injecting and tracing work through"
         );
     }
-    let cgroup_root = targets.cgroup_root()?;
-    let targets = resolve_all(&specs, &cgroup_root).await?;
-    check_one_rule_per_syscall(&targets, &rules)?;
+    let inject = !rules.is_empty();
+    let prepared = open::prepare(targets.request(LoadOptions {
+        inject,
+        syscalls: !output.no_syscalls,
+        // Tracing shows every call already; HTTP counting is for the monitor's views.
+        http: trace.is_none() && !output.no_http,
+        trace: trace.as_ref().map(|selection| selection.options),
+        latency_sample: output.latency_sample,
+    })?)
+    .await?;
     let listener = match output.no_metrics {
         true => None,
         false => Some(metrics::bind(output.metrics_addr).await?),
@@ -174,75 +182,26 @@ pub async fn run_with(
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let inject = !rules.is_empty();
-    let mut monitor = Monitor::load_with(&LoadOptions {
-        inject,
-        syscalls: !output.no_syscalls,
-        // Tracing shows every call already; HTTP counting is for the monitor's views.
-        http: trace.is_none() && !output.no_http,
-        trace: trace.as_ref().map(|selection| selection.options),
-        latency_sample: output.latency_sample,
-    })?;
-    let mut trace_reader = match (&trace, monitor.trace.as_mut()) {
-        (Some(selection), Some(maps)) => {
-            maps.select(selection.syscalls.as_deref())?;
-            let ring = maps
-                .take_events()
-                .context("the trace ring buffer was taken already")?;
-            Some(TraceReader::new(ring, output.json)?)
-        }
-        _ => None,
+    let mut trace_reader = match &trace {
+        Some(selection) => Some(TraceReader::new(
+            prepared.take_trace_events(selection.syscalls.as_deref())?,
+            output.json,
+        )?),
+        None => None,
     };
-    let mut planned = Vec::new();
-    let mut _locks = Vec::new();
-    if inject {
-        let capabilities = monitor.capabilities();
-        for target in &targets {
-            _locks.push(InjectionLock::acquire(&target.label, target.cgroup_id)?);
-            for spec in &rules {
-                let engine = capabilities.choose(spec)?;
-                let index = planned.len() as u32;
-                planned.push(InstalledRule {
-                    index,
-                    target: target.label.clone(),
-                    cgroup_id: target.cgroup_id,
-                    spec: spec.clone(),
-                    engine,
-                });
-            }
-        }
-    }
-    let session = Arc::new(Session::new(monitor));
-    let container_names: Vec<String> = targets
-        .iter()
-        .filter(|t| matches!(t.spec, TargetSpec::Container(_)))
-        .map(|t| t.label.clone())
-        .collect();
-    let labels: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
-    for target in targets {
-        session.add(target)?;
-    }
-    let now = kernel_now_ns();
-    for rule in planned {
-        let limit = rule.spec.duration.into_iter().chain(output.duration).min();
-        let expires_ns = limit.map_or(0, |limit| now + limit.as_nanos() as u64);
-        session.install(rule, expires_ns)?;
-    }
-    // The ptrace engine's tracer detaches on every way out of here, errors and panics included.
-    let _ptrace = StopPtraceOnDrop(session.clone());
-    session.start_ptrace()?;
-    session.start()?;
+    let labels = prepared.labels();
+    let injection = inject.then(|| open::Injection {
+        rules,
+        expires_after: output.duration,
+    });
+    let mut opened = prepared.start(injection).await?;
+    let session = opened.session.clone();
     let metrics_url = match listener {
         Some(listener) => format!(
             "http://{}/metrics",
             metrics::spawn(listener, session.clone())
         ),
         None => "off".to_owned(),
-    };
-    let mut events = match container_names.is_empty() {
-        true => None,
-        false => Some(docker::watch(container_names).await?),
     };
     eprintln!(
         "syschaos: attached to {} (metrics: {metrics_url}); Ctrl-C to detach",
@@ -254,7 +213,6 @@ pub async fn run_with(
             describe_rules(&session.installed())
         );
     }
-
     let output_mode = if trace_reader.is_some() {
         Output::Quiet
     } else if output.json {
@@ -285,8 +243,8 @@ pub async fn run_with(
                 previous = Some(now);
             }
             result = next_trace_batch(&mut trace_reader, &session) => result?,
-            Some(event) = next_event(&mut events) => {
-                if let Some(reason) = follow(&session, &cgroup_root, event).await? {
+            Some(event) = opened.next_event() => {
+                if let Some(reason) = follow(&opened, event).await? {
                     break reason;
                 }
             }
@@ -295,10 +253,15 @@ pub async fn run_with(
             _ = terminate.recv() => break "SIGTERM".to_owned(),
         }
     };
-    session.stop_ptrace();
-    let last = session.snapshot()?;
-    // Dropping the session drops the Ebpf object: programs detached, rules gone, maps freed.
+    let last = opened.close()?;
+    // Dropping the last session reference drops the Ebpf object: programs detached, rules gone.
     drop(session);
+    print_summary(&last, trace_reader.as_ref());
+    eprintln!("syschaos: detached ({reason})");
+    Ok(())
+}
+
+fn print_summary(last: &Snapshot, trace_reader: Option<&TraceReader>) {
     for target in &last.targets {
         for injection in &target.injections {
             eprintln!(
@@ -311,15 +274,13 @@ pub async fn run_with(
             );
         }
     }
-    if let Some(reader) = &trace_reader {
+    if let Some(reader) = trace_reader {
         let dropped: u64 = last.targets.iter().filter_map(|t| t.trace_drops).sum();
         eprintln!(
             "syschaos: trace: {} calls shown, {dropped} dropped",
             reader.shown
         );
     }
-    eprintln!("syschaos: detached ({reason})");
-    Ok(())
 }
 
 /// Prints the next batch of traced calls (never returns when not tracing).
@@ -330,51 +291,6 @@ async fn next_trace_batch(
     match reader {
         Some(reader) => reader.print_next(|slot| session.label(slot)).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn resolve_all(
-    specs: &[TargetSpec],
-    cgroup_root: &CgroupRoot,
-) -> anyhow::Result<Vec<Target>> {
-    let mut targets: Vec<Target> = Vec::new();
-    for spec in specs {
-        for target in target::resolve_many(spec, cgroup_root).await? {
-            if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
-                bail!(
-                    "{} and {} are the same cgroup ({}): give it once",
-                    twin.label,
-                    target.label,
-                    target.cgroup.v2.display()
-                );
-            }
-            targets.push(target);
-        }
-    }
-    Ok(targets)
-}
-
-fn check_one_rule_per_syscall(targets: &[Target], rules: &[RuleSpec]) -> Result<(), InjectError> {
-    for (i, rule) in rules.iter().enumerate() {
-        if rules[..i]
-            .iter()
-            .any(|earlier| earlier.syscall_nr == rule.syscall_nr)
-        {
-            return Err(InjectError::DuplicateRule {
-                syscall: rule.syscall.clone(),
-                target: targets.first().map(|t| t.label.clone()).unwrap_or_default(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Detaches the ptrace engine when dropped: no tracee may outlive the session stopped.
-struct StopPtraceOnDrop(Arc<Session>);
-
-impl Drop for StopPtraceOnDrop {
-    fn drop(&mut self) {
-        self.0.stop_ptrace();
     }
 }
 
@@ -411,45 +327,25 @@ fn describe_rules(rules: &[InstalledRule]) -> String {
         .join("; ")
 }
 
-async fn next_event(events: &mut Option<mpsc::Receiver<ContainerEvent>>) -> Option<ContainerEvent> {
-    match events {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Follows a container through restarts; returns why to stop once no target is left.
-async fn follow(
-    session: &Session,
-    cgroup_root: &CgroupRoot,
-    event: ContainerEvent,
-) -> anyhow::Result<Option<String>> {
-    let name = event.name;
-    match event.lifecycle {
-        Lifecycle::Started => {
-            let spec = TargetSpec::Container(name.clone());
-            match target::resolve(&spec, cgroup_root).await {
-                Ok(target) => {
-                    eprintln!(
-                        "syschaos: container {name} (re)started in cgroup {}: following it",
-                        target.cgroup_id
-                    );
-                    session.replace(&name, target)?;
-                }
-                Err(e) => {
-                    eprintln!("syschaos: container {name} started but cannot be followed: {e}")
-                }
-            }
+async fn follow(opened: &Opened, event: ContainerEvent) -> anyhow::Result<Option<String>> {
+    let name = &event.name;
+    match opened.follow(&event).await? {
+        Followed::Restarted { cgroup_id } => {
+            eprintln!("syschaos: container {name} (re)started in cgroup {cgroup_id}: following it")
         }
-        Lifecycle::Died { exit_code } => {
+        Followed::Unfollowable(why) => {
+            eprintln!("syschaos: container {name} started but cannot be followed: {why}")
+        }
+        Followed::Died { exit_code } => {
             let code = exit_code.unwrap_or_else(|| "?".to_owned());
             eprintln!(
                 "syschaos: container {name} stopped (exit code {code}); waiting for it to restart"
             );
         }
-        Lifecycle::Destroyed => {
+        Followed::Removed { left } => {
             eprintln!("syschaos: container {name} was removed: dropped");
-            if session.deactivate(&name)? == 0 {
+            if left == 0 {
                 return Ok(Some("no target left".to_owned()));
             }
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::{
     docker,
     inject::engine::{ALL_ENGINES, Engine},
-    monitor::Monitor,
+    session::{LoadOptions, Session},
     target::CgroupRoot,
 };
 
@@ -43,10 +43,16 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
         .map_err(|e| e.to_string());
     let docker = docker::ping().await.map_err(|e| e.to_string());
     // Loaded (with injection) and started, exactly as attach/inject would.
-    let loaded = Monitor::load(true).and_then(|mut monitor| monitor.start().map(|()| monitor));
+    let loaded = Session::load(&LoadOptions {
+        inject: true,
+        syscalls: true,
+        http: true,
+        ..Default::default()
+    })
+    .and_then(|session| session.start().map(|()| session))
+    .and_then(|session| session.capabilities());
     let (monitor, engines) = match loaded {
-        Ok(mut monitor) => {
-            let capabilities = monitor.capabilities();
+        Ok(capabilities) => {
             let engines = ALL_ENGINES
                 .into_iter()
                 .map(|engine| {
@@ -61,7 +67,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
                 .collect();
             (Ok(()), engines)
         }
-        Err(e) => (Err(e.to_string()), Vec::new()),
+        Err(e) => (Err(crate::ebpf::chain(&e)), Vec::new()),
     };
     let report = Report {
         kernel,

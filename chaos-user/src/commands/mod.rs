@@ -1,6 +1,6 @@
-//! One module per subcommand; `common` holds what attach and inject share.
+//! One module per subcommand; `common` holds what they share (the target flags among it).
 pub mod attach;
-mod common;
+pub mod common;
 pub mod doctor;
 pub mod inject;
 pub mod plan;

@@ -1,32 +1,24 @@
 //! `chaos-user plan --container X --observe 60s [--out experiment.yaml]`: watches the failures
 //! the target meets on its own, per (syscall, errno), and writes an experiment whose
 //! perturbations amplify them (`crate::experiment::amplify`), the observed rates as comments.
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::common::TargetArgs;
 use crate::{
     experiment::amplify::{self, Observation, PlanFile},
-    monitor::Monitor,
-    session::Session,
+    session::{LoadOptions, open},
     snapshot::Snapshot,
-    target::{self, CgroupRoot, TargetSpec},
 };
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Container name or id (repeatable).
-    #[arg(long = "container", value_name = "NAME_OR_ID")]
-    pub containers: Vec<String>,
-    /// A cgroup v2 directory, absolute or relative to the cgroup v2 root.
-    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
-    pub cgroup: Option<PathBuf>,
-    /// The cgroup of this process.
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// How long to watch (Ctrl-C ends it early and still writes the plan).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub observe: Duration,
@@ -39,40 +31,21 @@ pub struct PlanArgs {
 }
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
-    let mut specs: Vec<TargetSpec> = args
-        .containers
-        .iter()
-        .cloned()
-        .map(TargetSpec::Container)
-        .collect();
-    specs.extend(args.cgroup.clone().map(TargetSpec::Cgroup));
-    specs.extend(args.pid.map(TargetSpec::Pid));
-    if specs.is_empty() {
-        bail!("nothing to observe: give --container NAME, --cgroup PATH or --pid PID");
-    }
     if args.window.is_zero() || args.window > args.observe {
         bail!("--window must be longer than 0 and at most --observe");
     }
-    let target_yaml = match (&args.containers[..], &args.cgroup, args.pid) {
-        ([one], None, None) => format!("container: {one}"),
-        (many, None, None) => format!("containers: [{}]", many.join(", ")),
-        ([], Some(cgroup), None) => format!("cgroup: {}", cgroup.display()),
-        ([], None, Some(pid)) => format!("pid: {pid}"),
-        _ => bail!("give containers, or one --cgroup, or one --pid"),
-    };
-    let cgroup_root = CgroupRoot::discover()?;
-    let mut targets = Vec::new();
-    for spec in &specs {
-        targets.extend(target::resolve_many(spec, &cgroup_root).await?);
-    }
-    let labels: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
+    let resolved = open::resolve(args.targets.request(LoadOptions {
+        syscalls: true,
+        http: true,
+        ..Default::default()
+    })?)
+    .await?;
+    let labels = resolved.labels();
+    let target_yaml = target_yaml(&args.targets, &resolved)?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let session = Arc::new(Session::new(Monitor::load(false)?));
-    for target in targets {
-        session.add(target)?;
-    }
-    session.start()?;
+    let opened = resolved.load()?.start(None).await?;
+    let session = opened.session.clone();
     eprintln!(
         "syschaos: attached to {}; observing for {}",
         labels.join(", "),
@@ -110,6 +83,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     drop(session);
+    drop(opened);
     let observed = observation.observed();
     let name = format!(
         "{}-planned",
@@ -136,6 +110,33 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// How the experiment file names the targets: as given, where the file's `target:` can say it
+/// (containers, one cgroup, one pid), else the one cgroup they resolved to.
+fn target_yaml(targets: &TargetArgs, resolved: &open::Resolved) -> anyhow::Result<String> {
+    let only_containers =
+        !targets.containers.is_empty() && targets.specs().len() == targets.containers.len();
+    Ok(
+        match (
+            &targets.containers[..],
+            &targets.cgroups[..],
+            &targets.pids[..],
+        ) {
+            ([one], [], []) if only_containers => format!("container: {one}"),
+            (many, [], []) if only_containers => format!("containers: [{}]", many.join(", ")),
+            ([], [cgroup], []) if targets.specs().len() == 1 => {
+                format!("cgroup: {}", cgroup.display())
+            }
+            ([], [], [pid]) if targets.specs().len() == 1 => format!("pid: {pid}"),
+            _ => match &resolved.cgroup_dirs()[..] {
+                [one] => format!("cgroup: {}", one.display()),
+                _ => bail!(
+                    "an experiment file names containers, one cgroup or one pid: give containers, or targets that resolve to one cgroup"
+                ),
+            },
+        },
+    )
 }
 
 /// Per syscall: its calls in the window and its failures by errno, over all targets.

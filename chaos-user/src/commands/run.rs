@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::TargetArgs;
 use crate::experiment::runner::{self, RunOptions};
 
 #[derive(Debug, Args)]
@@ -17,6 +18,9 @@ pub struct RunArgs {
     /// Check the file and the targets, print the expanded plan and the engines; inject nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Targets instead of the file's `target:` (the same flags as attach, inject and plan).
+    #[command(flatten)]
+    pub targets: TargetArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -24,6 +28,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         file: args.file,
         out: args.out,
         dry_run: args.dry_run,
+        targets: args.targets,
     })
     .await
 }

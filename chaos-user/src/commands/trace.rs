@@ -3,7 +3,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::common::{self, OutputArgs, TargetArgs, TraceSelection};
-use crate::{inject::rule::RuleSpec, monitor::TraceOptions, names};
+use crate::{inject::rule::RuleSpec, names, session::TraceOptions};
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {

@@ -30,52 +30,69 @@ use super::{
     verdict::{self, Findings},
 };
 use crate::{
-    docker::{self, ContainerEvent, Lifecycle},
-    inject::{
-        engine::Engine,
-        kernel::{InstalledRule, kernel_now_ns},
-        lock::InjectionLock,
+    commands::common::TargetArgs,
+    docker::ContainerEvent,
+    ebpf::kernel_now_ns,
+    inject::{engine::Engine, injector::InstalledRule},
+    session::{
+        LoadOptions, Session,
+        open::{self, Followed, Injection, Request},
     },
-    monitor::Monitor,
-    session::Session,
     snapshot::Snapshot,
-    target::{self, CgroupRoot, Target, TargetSpec},
+    target::CgroupRoot,
 };
 
 pub struct RunOptions {
     pub file: PathBuf,
     pub out: Option<PathBuf>,
     pub dry_run: bool,
+    /// Targets given on the command line: they replace the file's.
+    pub targets: TargetArgs,
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let experiment = spec::load(&options.file)?;
     let plan = plan::expand(&experiment)?;
-    let cgroup_root = CgroupRoot::discover()?;
-    let targets = resolve(&experiment.targets, &cgroup_root).await?;
-    let labels: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
-    let monitor = Monitor::load(true);
+    let specs = match options.targets.is_empty() {
+        true => experiment.targets.clone(),
+        false => options.targets.specs(),
+    };
+    let resolved = open::resolve(Request {
+        specs,
+        cgroup_root: options.targets.cgroup_root()?,
+        load: LoadOptions {
+            inject: true,
+            syscalls: true,
+            http: true,
+            ..Default::default()
+        },
+    })
+    .await?;
+    let labels = resolved.labels();
+    let prepared = resolved.load();
     if options.dry_run {
-        let engines: Vec<Result<String, String>> = match monitor {
-            Ok(mut monitor) => {
-                let capabilities = monitor.capabilities();
-                plan.iter()
-                    .map(|p| {
-                        capabilities
-                            .choose(&p.rule)
-                            .map(|e| e.to_string())
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect()
-            }
+        let engines: Vec<Result<String, String>> = match prepared
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.capabilities().map_err(|e| e.to_string()))
+        {
+            Ok(capabilities) => plan
+                .iter()
+                .map(|p| {
+                    capabilities
+                        .choose(&p.rule)
+                        .map(|e| e.to_string())
+                        .map_err(|e| e.to_string())
+                })
+                .collect(),
             Err(e) => vec![Err(format!("cannot probe the kernel: {e}")); plan.len()],
         };
         println!("experiment {} on {}", experiment.name, labels.join(", "));
         print!("{}", plan::describe(&plan, &engines));
         return Ok(());
     }
-    let mut monitor = monitor?;
-    let capabilities = monitor.capabilities();
+    let prepared = prepared?;
+    let capabilities = prepared.capabilities()?;
     let mut engines = Vec::new();
     let mut refused = Vec::new();
     for planned in &plan {
@@ -90,11 +107,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             refused.join("\n  ")
         );
     }
-    if plan.len() * targets.len() > chaos_common::MAX_RULES as usize {
+    if plan.len() * labels.len() > chaos_common::MAX_RULES as usize {
         bail!(
             "{} perturbations x {} targets is more than the {} rules a run can install",
             plan.len(),
-            targets.len(),
+            labels.len(),
             chaos_common::MAX_RULES
         );
     }
@@ -103,25 +120,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("{}-report", sanitize(&experiment.name))));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let mut locks = Vec::new();
-    for target in &targets {
-        locks.push(InjectionLock::acquire(&target.label, target.cgroup_id)?);
-    }
-    let session = Arc::new(Session::new(monitor));
-    let containers: Vec<String> = targets
-        .iter()
-        .filter(|t| matches!(t.spec, TargetSpec::Container(_)))
-        .map(|t| t.label.clone())
-        .collect();
-    for target in targets.iter().cloned() {
-        session.add(target)?;
-    }
-    let _ptrace = StopPtraceOnDrop(session.clone());
-    session.start()?;
-    let events = match containers.is_empty() {
-        true => None,
-        false => Some(docker::watch(containers).await?),
-    };
+    // Locks taken, targets added and counted; rules come per perturbation.
+    let mut opened = prepared.start(Some(Injection::default())).await?;
+    let session = opened.session.clone();
+    let events = opened.take_events();
+    let cgroup_root = opened.cgroup_root().clone();
     let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let total: Duration = plan.iter().map(Planned::duration).sum();
@@ -172,6 +175,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         let _ = session.uninstall(planned);
     }
     session.stop_ptrace();
+    drop(session);
     runner.probes = None;
     if let Some(load) = runner.load.take() {
         stop_load(load).await;
@@ -200,7 +204,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     runner.write_reports()?;
     let summary = summary_line(&runner.results.summary);
     drop(runner);
-    drop(locks);
+    drop(opened);
     eprintln!("syschaos: {summary}");
     eprintln!("syschaos: report: {}", out.join("report.html").display());
     match outcome {
@@ -236,23 +240,6 @@ fn now_unix_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-async fn resolve(specs: &[TargetSpec], cgroup_root: &CgroupRoot) -> anyhow::Result<Vec<Target>> {
-    let mut targets: Vec<Target> = Vec::new();
-    for spec in specs {
-        for target in target::resolve_many(spec, cgroup_root).await? {
-            if let Some(twin) = targets.iter().find(|t| t.cgroup_id == target.cgroup_id) {
-                bail!(
-                    "{} and {} are the same cgroup: give it once",
-                    twin.label,
-                    target.label
-                );
-            }
-            targets.push(target);
-        }
-    }
-    Ok(targets)
-}
-
 /// Recorded every second: the conditions' metrics, a standard set, and the error rate of
 /// every perturbed syscall (it shows the injections at work).
 fn recorded_metrics(experiment: &Experiment, plan: &[Planned]) -> Vec<MetricRef> {
@@ -285,15 +272,6 @@ fn recorded_metrics(experiment: &Experiment, plan: &[Planned]) -> Vec<MetricRef>
     let mut seen = std::collections::HashSet::new();
     metrics.retain(|m| seen.insert(m.key()));
     metrics
-}
-
-/// Detaches the ptrace engine when dropped, errors and panics included.
-struct StopPtraceOnDrop(Arc<Session>);
-
-impl Drop for StopPtraceOnDrop {
-    fn drop(&mut self) {
-        self.0.stop_ptrace();
-    }
 }
 
 /// A rule of the running perturbation on one target.
@@ -537,12 +515,6 @@ impl Runner {
         let expires_ns = now + limit.as_nanos() as u64;
         let mut installed = Vec::new();
         for label in self.results.experiment.targets.clone() {
-            let cgroup_id = self
-                .last
-                .targets
-                .iter()
-                .find(|t| t.target == label)
-                .map_or(0, |t| t.cgroup_id);
             let index = self.next_rule;
             self.next_rule += 1;
             let position = self.rules_per_target.entry(label.clone()).or_default();
@@ -556,7 +528,8 @@ impl Runner {
                 InstalledRule {
                     index,
                     target: label,
-                    cgroup_id,
+                    // The session's: the target's current cgroup.
+                    cgroup_id: 0,
                     spec: planned.rule.clone(),
                     engine,
                 },
@@ -773,27 +746,25 @@ impl Runner {
             detail: None,
         };
         let mut stop = None;
-        match event.lifecycle {
-            Lifecycle::Started => {
+        match open::follow(&self.session, &self.cgroup_root, &event).await? {
+            Followed::Restarted { cgroup_id } => {
                 record.event = "started".into();
+                record.detail = Some(format!("followed into cgroup {cgroup_id}"));
                 self.down.insert(name.clone(), false);
-                match target::resolve(&TargetSpec::Container(name.clone()), &self.cgroup_root).await
-                {
-                    Ok(target) => {
-                        record.detail = Some(format!("followed into cgroup {}", target.cgroup_id));
-                        self.session.replace(&name, target)?;
-                    }
-                    Err(e) => record.detail = Some(format!("cannot follow it: {e}")),
-                }
             }
-            Lifecycle::Died { exit_code } => {
+            Followed::Unfollowable(e) => {
+                record.event = "started".into();
+                record.detail = Some(format!("cannot follow it: {e}"));
+                self.down.insert(name.clone(), false);
+            }
+            Followed::Died { exit_code } => {
                 record.event = "died".into();
                 record.detail = exit_code.map(|code| format!("exit code {code}"));
                 self.down.insert(name.clone(), true);
             }
-            Lifecycle::Destroyed => {
+            Followed::Removed { left } => {
                 record.event = "removed".into();
-                if self.session.deactivate(&name)? == 0 {
+                if left == 0 {
                     stop = Some("every target was removed".to_owned());
                 }
             }

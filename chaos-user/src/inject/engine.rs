@@ -1,13 +1,20 @@
-//! The ways syschaos can make a syscall fail in the kernel, what each covers, and which of them
-//! this kernel offers. Each engine has its programs in `chaos-ebpf/src/inject_<engine>.rs`.
-use std::{fmt, str::FromStr};
+//! The ways syschaos can make a syscall fail, and which of them this kernel offers. Each engine
+//! is a peer named alike across the layers: kernel programs in
+//! `chaos-ebpf/src/inject_<engine>.rs` named `inject_<engine>_*`, its loader here in
+//! `inject/<engine>.rs` (what it covers, how it is probed for real, how it attaches), and its
+//! tests named after it. This file only dispatches to them.
+use std::{collections::HashSet, fmt, path::PathBuf, str::FromStr};
 
+use aya::{Ebpf, programs::Program};
 use serde::Serialize;
+use thiserror::Error;
 
 use super::{
-    InjectError,
+    InjectError, cgroup_sock, kprobe, lsm, ptrace,
     rule::{Fault, RuleSpec},
+    signal,
 };
+use crate::ebpf::{self, LoadError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,28 +65,160 @@ impl Engine {
     /// What the engine covers, in words (for `doctor`).
     pub fn coverage(self) -> String {
         match self {
-            Engine::Kprobe => "any syscall whose entry function is on the error-injection list (all of them on x86_64)".into(),
-            Engine::Lsm => LSM_COVERAGE.iter().map(|(syscalls, _)| syscalls.join(", ")).collect::<Vec<_>>().join(", "),
-            Engine::CgroupSock => CGROUP_SOCK_COVERAGE.iter().map(|(syscall, _)| *syscall).collect::<Vec<_>>().join(", "),
-            Engine::Signal => "any syscall (signals only: --signal)".into(),
-            Engine::Ptrace => "any syscall of 64-bit tracees: errno (the call is skipped) and/or a delay before the call; every call of the target stops in chaos-user, so it costs microseconds per call (auto picks it for delays and for errnos no in-kernel engine covers)".into(),
+            Engine::Kprobe => kprobe::COVERAGE.into(),
+            Engine::Lsm => lsm::coverage(),
+            Engine::CgroupSock => cgroup_sock::coverage(),
+            Engine::Signal => signal::COVERAGE.into(),
+            Engine::Ptrace => ptrace::COVERAGE.into(),
         }
     }
 
     /// The engine's eBPF programs a rule on `syscall` needs, or None if the engine cannot cover it.
     pub fn programs(self, syscall: &str) -> Option<Vec<&'static str>> {
         match self {
-            Engine::Kprobe => Some(vec![chaos_common::PROG_INJECT_KPROBE]),
-            Engine::Signal | Engine::Ptrace => Some(Vec::new()),
-            Engine::Lsm => LSM_COVERAGE
-                .iter()
-                .find(|(syscalls, _)| syscalls.contains(&syscall))
-                .map(|(_, programs)| programs.iter().map(|hook| hook.program).collect()),
-            Engine::CgroupSock => CGROUP_SOCK_COVERAGE
-                .iter()
-                .find(|(name, _)| *name == syscall)
-                .map(|(_, programs)| programs.to_vec()),
+            Engine::Kprobe => kprobe::programs(syscall),
+            Engine::Lsm => lsm::programs(syscall),
+            Engine::CgroupSock => cgroup_sock::programs(syscall),
+            Engine::Signal => signal::programs(syscall),
+            Engine::Ptrace => ptrace::programs(syscall),
         }
+    }
+
+    /// Whether the engine works here, tried for real (a program of its kind loaded, and
+    /// attached where attaching is what can fail).
+    fn probe(self, kernel: &mut KernelPrograms) -> Result<(), EngineError> {
+        match self {
+            Engine::Kprobe => kprobe::probe(kernel),
+            Engine::Lsm => lsm::probe(kernel),
+            Engine::CgroupSock => cgroup_sock::probe(kernel),
+            Engine::Signal => signal::probe(kernel),
+            Engine::Ptrace => ptrace::probe(),
+        }
+    }
+
+    /// Attaches what a rule on `syscall` for the target in `cgroup_dir` needs (once each).
+    pub fn attach(
+        self,
+        kernel: &mut KernelPrograms,
+        syscall: &str,
+        cgroup_id: u64,
+        cgroup_dir: &std::path::Path,
+    ) -> Result<(), EngineError> {
+        let programs = self
+            .programs(syscall)
+            .ok_or_else(|| EngineError::NotCovered(syscall.to_owned()))?;
+        match self {
+            Engine::Kprobe => kprobe::attach(kernel, syscall),
+            Engine::Lsm => programs
+                .into_iter()
+                .try_for_each(|program| lsm::attach(kernel, program)),
+            Engine::CgroupSock => programs.into_iter().try_for_each(|program| {
+                cgroup_sock::attach(kernel, program, cgroup_id, cgroup_dir)
+            }),
+            // Carried out by the entry program, or by chaos-user's tracer.
+            Engine::Signal | Engine::Ptrace => Ok(()),
+        }
+    }
+}
+
+/// Why an engine cannot work here, or cannot attach.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A probe's failure with what the kernel lacks.
+    #[error("{what}: the kernel needs {needs}")]
+    Needs {
+        what: &'static str,
+        needs: &'static str,
+        #[source]
+        source: Box<EngineError>,
+    },
+    #[error("the engine does not cover {0}")]
+    NotCovered(String),
+    #[error("no kernel BTF")]
+    Btf(#[source] aya::BtfError),
+    #[error("cannot attach {program} to {to}")]
+    Attach {
+        program: &'static str,
+        to: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot open cgroup {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: is securityfs mounted?")]
+    Securityfs {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`bpf` is not in the active LSM list ({0}): boot with lsm=...,bpf")]
+    LsmInactive(String),
+    /// A condition of the host, not of one call (Yama, capabilities, architecture).
+    #[error("{0}")]
+    Host(String),
+    #[error("rule map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+impl EngineError {
+    /// This error as the reason a probe failed: `what` went wrong, the kernel `needs` more.
+    pub fn needs(self, what: &'static str, needs: &'static str) -> Self {
+        Self::Needs {
+            what,
+            needs,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// The object's injection programs as the engines load and attach them: each program is loaded
+/// once, and each attachment (named by its engine) made once.
+pub struct KernelPrograms<'a> {
+    pub ebpf: &'a mut Ebpf,
+    done: &'a mut HashSet<String>,
+}
+
+impl<'a> KernelPrograms<'a> {
+    pub fn new(ebpf: &'a mut Ebpf, done: &'a mut HashSet<String>) -> Self {
+        Self { ebpf, done }
+    }
+
+    /// Loads a program of the object once; later calls are no-ops.
+    pub fn load(&mut self, name: &'static str) -> Result<(), EngineError> {
+        self.once(format!("load:{name}"), |ebpf| {
+            match ebpf.program_mut(name) {
+                None => Err(LoadError::MissingProgram(name).into()),
+                Some(Program::Lsm(_)) => lsm::load(ebpf, name),
+                Some(Program::KProbe(p)) => Ok(ebpf::loaded(name, p.load())?),
+                Some(Program::CgroupSockAddr(p)) => Ok(ebpf::loaded(name, p.load())?),
+                Some(Program::CgroupSock(p)) => Ok(ebpf::loaded(name, p.load())?),
+                Some(_) => Err(LoadError::MissingProgram(name).into()),
+            }
+        })
+    }
+
+    /// Runs `action` unless an action of this `key` succeeded before.
+    pub fn once(
+        &mut self,
+        key: String,
+        action: impl FnOnce(&mut Ebpf) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        if self.done.contains(&key) {
+            return Ok(());
+        }
+        action(self.ebpf)?;
+        self.done.insert(key);
+        Ok(())
     }
 }
 
@@ -111,99 +250,8 @@ impl FromStr for EngineChoice {
     }
 }
 
-/// An LSM program of `chaos-ebpf/src/inject_lsm.rs` and the hook it loads against.
-#[derive(Debug, Clone, Copy)]
-pub struct LsmHook {
-    pub program: &'static str,
-    pub hook: &'static str,
-}
-
-const fn hook(program: &'static str, hook: &'static str) -> LsmHook {
-    LsmHook { program, hook }
-}
-
-/// Syscalls -> the LSM hooks they pass through (the first that runs injects).
-pub const LSM_COVERAGE: &[(&[&str], &[LsmHook])] = &[
-    (
-        &["open", "openat", "openat2", "creat"],
-        &[hook("lsm_file_open", "file_open")],
-    ),
-    (
-        &[
-            "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64",
-            "pwritev", "pwritev2",
-        ],
-        &[hook("lsm_file_permission", "file_permission")],
-    ),
-    (
-        &["connect"],
-        &[hook("lsm_socket_connect", "socket_connect")],
-    ),
-    (&["bind"], &[hook("lsm_socket_bind", "socket_bind")]),
-    (
-        &["sendto", "sendmsg", "sendmmsg"],
-        &[hook("lsm_socket_sendmsg", "socket_sendmsg")],
-    ),
-    (
-        &["recvfrom", "recvmsg", "recvmmsg"],
-        &[hook("lsm_socket_recvmsg", "socket_recvmsg")],
-    ),
-    (
-        &["mkdir", "mkdirat"],
-        &[hook("lsm_inode_mkdir", "inode_mkdir")],
-    ),
-    (
-        &["unlink", "unlinkat"],
-        &[
-            hook("lsm_inode_unlink", "inode_unlink"),
-            hook("lsm_inode_rmdir", "inode_rmdir"),
-        ],
-    ),
-    (&["rmdir"], &[hook("lsm_inode_rmdir", "inode_rmdir")]),
-    (
-        &["rename", "renameat", "renameat2"],
-        &[hook("lsm_inode_rename", "inode_rename")],
-    ),
-    (&["mmap"], &[hook("lsm_mmap_file", "mmap_file")]),
-    (
-        &["clone", "clone3", "fork", "vfork"],
-        &[hook("lsm_task_alloc", "task_alloc")],
-    ),
-    (
-        &["execve", "execveat"],
-        &[hook("lsm_bprm_check", "bprm_check_security")],
-    ),
-];
-
-pub fn lsm_hook_of(program: &str) -> Option<&'static str> {
-    LSM_COVERAGE
-        .iter()
-        .flat_map(|(_, hooks)| hooks.iter())
-        .find(|hook| hook.program == program)
-        .map(|hook| hook.hook)
-}
-
-/// Syscalls -> the cgroup socket programs of `chaos-ebpf/src/inject_cgroup_sock.rs`.
-/// sendto/sendmsg are seen only with an address (unconnected UDP).
-pub const CGROUP_SOCK_COVERAGE: &[(&str, &[&str])] = &[
-    ("connect", &["sock_connect4", "sock_connect6"]),
-    ("bind", &["sock_bind4", "sock_bind6"]),
-    ("sendto", &["sock_sendmsg4", "sock_sendmsg6"]),
-    ("sendmsg", &["sock_sendmsg4", "sock_sendmsg6"]),
-    ("socket", &["sock_create"]),
-];
-
-/// The entry function a kprobe engine rule attaches to.
-pub fn syscall_entry_function(syscall: &str) -> String {
-    let prefix = if cfg!(target_arch = "aarch64") {
-        "__arm64_sys_"
-    } else {
-        "__x64_sys_"
-    };
-    format!("{prefix}{syscall}")
-}
-
-/// Whether each engine works on this kernel, and why not.
+/// Whether each engine works on this kernel, and why not (the reasons as text: this is a report,
+/// for `doctor --json` and refusals).
 #[derive(Debug, Clone, Serialize)]
 pub struct Capabilities {
     pub kprobe: Result<(), String>,
@@ -214,6 +262,18 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Probes every engine for real.
+    pub fn probe(kernel: &mut KernelPrograms) -> Self {
+        let mut probe = |engine: Engine| engine.probe(kernel).map_err(|error| ebpf::chain(&error));
+        Self {
+            kprobe: probe(Engine::Kprobe),
+            lsm: probe(Engine::Lsm),
+            cgroup_sock: probe(Engine::CgroupSock),
+            signal: probe(Engine::Signal),
+            ptrace: probe(Engine::Ptrace),
+        }
+    }
+
     pub fn of(&self, engine: Engine) -> &Result<(), String> {
         match engine {
             Engine::Kprobe => &self.kprobe,

@@ -1,13 +1,20 @@
-//! Perturbator: rules, engines, and their installation in the kernel.
+//! Perturbator: rules (`rule.rs`), the engines that carry them out, one file each (`kprobe.rs`,
+//! `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`; `engine.rs` chooses among them), and the
+//! rule map in the kernel (`injector.rs`).
+pub mod cgroup_sock;
 pub mod engine;
-pub mod kernel;
+pub mod injector;
+pub mod kprobe;
 pub mod lock;
+pub mod lsm;
 mod paths;
+pub mod ptrace;
 pub mod rule;
+pub mod signal;
 
 use thiserror::Error;
 
-use self::engine::Engine;
+use self::engine::{Engine, EngineError};
 
 #[derive(Debug, Error)]
 pub enum InjectError {
@@ -45,11 +52,12 @@ pub enum InjectError {
         "{target} is already being perturbed by chaos-user (pid {holder}): one injecting chaos-user per target"
     )]
     AlreadyPerturbed { target: String, holder: String },
-    #[error("cannot attach engine {engine} for {syscall}: {why}")]
+    #[error("cannot attach engine {engine} for {syscall}")]
     Attach {
         engine: Engine,
         syscall: String,
-        why: String,
+        #[source]
+        source: EngineError,
     },
     #[error("rule on {0}: a delay is given as delay=DURATION (e.g. delay=10ms), longer than 0")]
     BadDelay(String),

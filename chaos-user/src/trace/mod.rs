@@ -1,16 +1,23 @@
-//! `chaos-user trace`: the kernel's per-call events (`chaos-ebpf/src/trace.rs`), decoded.
+//! `chaos-user trace`: the kernel's per-call events (`chaos-ebpf/src/trace.rs`), decoded. The
+//! trace peer owns its maps; the reader (`reader.rs`) owns the ring buffer once taken.
 pub mod decode;
 pub mod reader;
 
 use std::fmt;
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+};
 use chaos_common::{
     MAP_TRACE_DROPS, MAP_TRACE_EVENTS, MAP_TRACE_SYSCALLS, MAX_SYSCALLS, TraceEvent, TraceSpec,
 };
 use serde::Serialize;
 
-use crate::{monitor::MonitorError, names};
+use crate::{
+    ebpf::{self, LoadError},
+    names,
+};
 
 pub struct TraceMaps {
     events: Option<RingBuf<MapData>>,
@@ -19,18 +26,16 @@ pub struct TraceMaps {
 }
 
 impl TraceMaps {
-    pub fn take(
-        take: &mut impl FnMut(&'static str) -> Result<Map, MonitorError>,
-    ) -> Result<Self, MonitorError> {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         Ok(Self {
-            events: Some(RingBuf::try_from(take(MAP_TRACE_EVENTS)?)?),
-            syscalls: Array::try_from(take(MAP_TRACE_SYSCALLS)?)?,
-            drops: PerCpuArray::try_from(take(MAP_TRACE_DROPS)?)?,
+            events: Some(ebpf::take_map(ebpf, MAP_TRACE_EVENTS)?),
+            syscalls: ebpf::take_map(ebpf, MAP_TRACE_SYSCALLS)?,
+            drops: ebpf::take_map(ebpf, MAP_TRACE_DROPS)?,
         })
     }
 
     /// Traces these syscalls (all when None), with what each needs decoded.
-    pub fn select(&mut self, syscalls: Option<&[u32]>) -> Result<(), MonitorError> {
+    pub fn select(&mut self, syscalls: Option<&[u32]>) -> Result<(), MapError> {
         for nr in 0..MAX_SYSCALLS {
             if syscalls.is_some_and(|chosen| !chosen.contains(&nr)) {
                 continue;
@@ -137,5 +142,5 @@ pub fn monotonic_to_wall_ns() -> i128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
-    wall - crate::inject::kernel::kernel_now_ns() as i128
+    wall - crate::ebpf::kernel_now_ns() as i128
 }

@@ -1,39 +1,36 @@
 //! The ptrace engine as a session holds it: the injection counter of each of its rules (kept
-//! after the tracer stops, for the last report) and, once started, the tracer.
+//! after the tracer stops, for the last report) and, once started, the tracer thread.
 use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use super::{PtraceRule, PtraceTarget, Tracer};
-use crate::inject::{
-    InjectError,
-    engine::Engine,
-    kernel::{InstalledRule, kernel_now_ns},
-    rule::Fault,
+use super::{PtraceRule, PtraceTarget, TracerThread};
+use crate::{
+    ebpf::kernel_now_ns,
+    inject::{InjectError, engine::Engine, injector::InstalledRule, rule::Fault},
 };
 
 #[derive(Default)]
 pub struct PtraceEngine {
     /// Rule index -> injections.
-    counts: Mutex<BTreeMap<u32, Arc<AtomicU64>>>,
-    tracer: Mutex<Option<Tracer>>,
+    counts: BTreeMap<u32, Arc<AtomicU64>>,
+    tracer: Option<TracerThread>,
 }
 
 impl PtraceEngine {
     /// A rule the tracer will carry out.
-    pub fn add_rule(&self, index: u32) {
-        self.counts.lock().unwrap().insert(index, Arc::default());
+    pub fn add_rule(&mut self, index: u32) {
+        self.counts.insert(index, Arc::default());
     }
 
     /// Injections of a ptrace rule; None for other rules.
     pub fn injections(&self, index: u32) -> Option<u64> {
-        let counts = self.counts.lock().unwrap();
-        counts
+        self.counts
             .get(&index)
             .map(|count| count.load(Ordering::Relaxed))
     }
@@ -42,13 +39,12 @@ impl PtraceEngine {
     /// ns)); `cgroup_dir` gives a target's cgroup v2 directory and id by label. Nothing to do without
     /// ptrace rules that can still apply. A tracer started before is detached first.
     pub fn start(
-        &self,
+        &mut self,
         rules: &[(InstalledRule, u64)],
         cgroup_dir: impl Fn(&str) -> Option<(PathBuf, u64)>,
     ) -> Result<(), InjectError> {
         self.stop();
         let now = kernel_now_ns();
-        let counts = self.counts.lock().unwrap();
         let mut targets: Vec<PtraceTarget> = Vec::new();
         let mut specs = Vec::new();
         let live = |(rule, expires_ns): &&(InstalledRule, u64)| {
@@ -86,28 +82,26 @@ impl PtraceEngine {
                     .zip(spec.path_prefix.as_ref())
                     .map(|(arg, prefix)| (arg, prefix.as_bytes().to_vec())),
                 expires_ns: *expires_ns,
-                injections: counts.get(&rule.index).cloned().unwrap_or_default(),
+                injections: self.counts.get(&rule.index).cloned().unwrap_or_default(),
             });
         }
-        drop(counts);
         if specs.is_empty() {
             return Ok(());
         }
-        let tracer = Tracer::start(targets, specs)?;
-        *self.tracer.lock().unwrap() = Some(tracer);
+        self.tracer = Some(TracerThread::start(targets, specs)?);
         Ok(())
     }
 
     /// A target restarted in another cgroup: the tracer seizes the threads there.
     pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
-        if let Some(tracer) = self.tracer.lock().unwrap().as_ref() {
+        if let Some(tracer) = &self.tracer {
             tracer.retarget(label, cgroup_dir, cgroup_id);
         }
     }
 
-    /// Detaches from every tracee (see [`Tracer::stop`]). Idempotent.
-    pub fn stop(&self) {
-        if let Some(tracer) = self.tracer.lock().unwrap().as_mut() {
+    /// Detaches from every tracee (see [`TracerThread::stop`]). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut tracer) = self.tracer.take() {
             tracer.stop();
         }
     }

@@ -1,13 +1,14 @@
-//! The ptrace engine: errno and/or delay before any syscall, on any kernel, from outside the
-//! container. A dedicated OS thread owns the tracer (ptrace requests must come from the thread
+//! Engine `ptrace`: errno and/or delay before any syscall, on any kernel, from outside the
+//! container. No eBPF program: the tracer is chaos-user itself. A dedicated OS thread owns the tracer (ptrace requests must come from the thread
 //! that attached): it seizes every thread of the target cgroups (`attach.rs`), handles their
 //! stops (`tracer.rs`), applies the rules (`rules.rs`), and detaches all on request
-//! (`detach.rs`). The session reads the injection counts through atomics.
+//! (`detach.rs`). The session holds it as a [`PtraceEngine`] (`handle.rs`) and reads the
+//! injection counts through atomics.
 //!
 //! If chaos-user dies, the kernel detaches the tracees (no `PTRACE_O_EXITKILL`): they run on.
 mod attach;
 mod detach;
-mod engine;
+mod handle;
 mod rules;
 mod sys;
 mod tracer;
@@ -23,8 +24,8 @@ use std::{
     time::Duration,
 };
 
-pub use self::{engine::PtraceEngine, rules::PtraceRule};
-use crate::inject::InjectError;
+pub use self::{handle::PtraceEngine, rules::PtraceRule};
+use crate::inject::{InjectError, engine::EngineError};
 
 /// A target as the tracer knows it: where to find its threads.
 #[derive(Debug, Clone)]
@@ -44,8 +45,8 @@ struct Shared {
     retarget: Mutex<Vec<(usize, PathBuf, u64)>>,
 }
 
-/// The running engine. Dropping it detaches from every tracee.
-pub struct Tracer {
+/// The tracer thread, running. Dropping it detaches from every tracee.
+pub struct TracerThread {
     shared: Arc<Shared>,
     tracer_tid: i32,
     thread: Option<JoinHandle<detach::Summary>>,
@@ -55,7 +56,7 @@ pub struct Tracer {
 /// How long the initial attach may take (threads in uninterruptible sleep stop late).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Tracer {
+impl TracerThread {
     /// Seizes every thread of the targets and starts applying `rules`. Returns once each thread
     /// is traced, or with the reason one cannot be (already traced by another tracer...), in
     /// which case nothing stays attached.
@@ -98,11 +99,7 @@ impl Tracer {
     /// The target with this label now lives in another cgroup (a restarted container).
     pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
         if let Some(index) = self.labels.iter().position(|l| l == label) {
-            self.shared
-                .retarget
-                .lock()
-                .unwrap()
-                .push((index, cgroup_dir, cgroup_id));
+            crate::lock(&self.shared.retarget).push((index, cgroup_dir, cgroup_id));
             sys::wake(self.tracer_tid);
         }
     }
@@ -132,7 +129,7 @@ impl Tracer {
     }
 }
 
-impl Drop for Tracer {
+impl Drop for TracerThread {
     fn drop(&mut self) {
         self.stop();
     }
@@ -143,14 +140,16 @@ fn ptrace_error(why: String) -> InjectError {
 }
 
 /// Whether this host lets chaos-user use the ptrace engine, and why not.
-pub fn probe() -> Result<(), String> {
+pub fn probe() -> Result<(), EngineError> {
     if !cfg!(target_arch = "x86_64") {
-        return Err("the ptrace engine supports x86_64 only".into());
+        return Err(host("the ptrace engine supports x86_64 only"));
     }
     if std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .is_ok_and(|scope| scope.trim() == "3")
     {
-        return Err("Yama forbids ptrace entirely (kernel.yama.ptrace_scope = 3)".into());
+        return Err(host(
+            "Yama forbids ptrace entirely (kernel.yama.ptrace_scope = 3)",
+        ));
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut version = release
@@ -159,17 +158,28 @@ pub fn probe() -> Result<(), String> {
         .map(|n| n.parse::<u32>().unwrap_or(0));
     let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
     if (major, minor) < (5, 3) {
-        return Err(format!(
+        return Err(EngineError::Host(format!(
             "kernel {} lacks PTRACE_GET_SYSCALL_INFO (5.3+)",
             release.trim()
-        ));
+        )));
     }
     // CAP_SYS_PTRACE is bit 19 of the effective set.
     let effective = sys::status_field(std::process::id() as i32, "CapEff")
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .unwrap_or(0);
     if effective & (1 << 19) == 0 {
-        return Err("chaos-user lacks CAP_SYS_PTRACE".into());
+        return Err(host("chaos-user lacks CAP_SYS_PTRACE"));
     }
     Ok(())
+}
+
+fn host(why: &str) -> EngineError {
+    EngineError::Host(why.to_owned())
+}
+
+pub const COVERAGE: &str = "any syscall of 64-bit tracees: errno (the call is skipped) and/or a delay before the call; every call of the target stops in chaos-user, so it costs microseconds per call (auto picks it for delays and for errnos no in-kernel engine covers)";
+
+/// No eBPF program: the tracer is chaos-user itself.
+pub fn programs(_syscall: &str) -> Option<Vec<&'static str>> {
+    Some(Vec::new())
 }

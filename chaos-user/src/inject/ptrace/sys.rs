@@ -214,7 +214,7 @@ pub fn wait(nohang: bool) -> Result<(i32, i32), Errno> {
 
 /// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns` and of rule expiry (a vDSO call).
 pub fn now_ns() -> u64 {
-    crate::inject::kernel::kernel_now_ns()
+    crate::ebpf::kernel_now_ns()
 }
 
 pub fn gettid() -> i32 {

@@ -388,7 +388,7 @@ impl Tracer {
     /// Every scan period: follow restarted targets, seize newcomers, place late orphans.
     fn housekeeping(&mut self, now: u64) {
         let moved: Vec<(usize, PathBuf, u64)> =
-            std::mem::take(&mut *self.shared.retarget.lock().unwrap());
+            std::mem::take(&mut *crate::lock(&self.shared.retarget));
         for (index, dir, cgroup_id) in moved {
             if let Some(target) = self.targets.get_mut(index) {
                 target.dir = dir;

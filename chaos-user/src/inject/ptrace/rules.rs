@@ -12,7 +12,7 @@ use super::sys;
 /// One rule for one target, as the session hands it over.
 #[derive(Debug, Clone)]
 pub struct PtraceRule {
-    /// Index into the targets given to [`super::Tracer::start`].
+    /// Index into the targets given to [`super::TracerThread::start`].
     pub target: usize,
     pub syscall_nr: u32,
     /// errno to return (the call is not executed); None: the call runs, after the delay.

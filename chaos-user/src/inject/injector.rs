@@ -1,0 +1,169 @@
+//! Rules in the kernel: the rule itself in `INJECT_RULES`, keyed by (cgroup id, syscall), and
+//! what its engine needs attached (`super::engine` dispatches to the engine's file).
+use std::{collections::HashSet, path::Path};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+};
+use chaos_common::{
+    InjectRule, MAP_INJECT_RULES, MAP_INJECTIONS, MAP_RULE_SYSCALLS, NO_PATH_ARG, PATH_PREFIX_MAX,
+    RuleKey,
+};
+
+use super::{
+    InjectError,
+    engine::{Capabilities, Engine, EngineError, KernelPrograms},
+    rule::{Fault, RuleSpec},
+};
+use crate::ebpf::{self, LoadError};
+
+/// The injection peer: owns the rule maps, and knows which programs it loaded and attached.
+pub struct Injector {
+    rules: HashMap<MapData, RuleKey, InjectRule>,
+    rule_syscalls: Array<MapData, u8>,
+    injections: PerCpuArray<MapData, u64>,
+    /// Programs loaded, and attachments made, so far ("load:inject_kprobe", ...).
+    done: HashSet<String>,
+}
+
+/// A rule as installed for one target.
+#[derive(Debug, Clone)]
+pub struct InstalledRule {
+    pub index: u32,
+    pub target: String,
+    pub cgroup_id: u64,
+    pub spec: RuleSpec,
+    pub engine: Engine,
+}
+
+impl Injector {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+        Ok(Self {
+            rules: ebpf::take_map(ebpf, MAP_INJECT_RULES)?,
+            rule_syscalls: ebpf::take_map(ebpf, MAP_RULE_SYSCALLS)?,
+            injections: ebpf::take_map(ebpf, MAP_INJECTIONS)?,
+            done: HashSet::new(),
+        })
+    }
+
+    /// Which engines this kernel offers, each tried for real.
+    pub fn capabilities(&mut self, ebpf: &mut Ebpf) -> Capabilities {
+        Capabilities::probe(&mut KernelPrograms::new(ebpf, &mut self.done))
+    }
+
+    /// Attaches what the rule's engine needs and puts the rule in the kernel.
+    pub fn install(
+        &mut self,
+        ebpf: &mut Ebpf,
+        rule: &InstalledRule,
+        cgroup_dir: &Path,
+        expires_ns: u64,
+    ) -> Result<(), InjectError> {
+        let attach_error = |source: EngineError| InjectError::Attach {
+            engine: rule.engine,
+            syscall: rule.spec.syscall.clone(),
+            source,
+        };
+        let mut kernel = KernelPrograms::new(ebpf, &mut self.done);
+        rule.engine
+            .attach(&mut kernel, &rule.spec.syscall, rule.cgroup_id, cgroup_dir)
+            .map_err(attach_error)?;
+        let (key, value) = kernel_rule(rule, expires_ns);
+        let map_error = |map| move |source| attach_error(EngineError::Map { map, source });
+        self.rules
+            .insert(key, value, 0)
+            .map_err(map_error(MAP_INJECT_RULES))?;
+        self.rule_syscalls
+            .set(key.syscall, 1, 0)
+            .map_err(map_error(MAP_RULE_SYSCALLS))
+    }
+
+    /// Moves a target's rules to its new cgroup (a restarted container), keeping their counters.
+    pub fn move_rules(
+        &mut self,
+        old_cgroup: u64,
+        new_cgroup: u64,
+        syscalls: &[u32],
+    ) -> Result<(), MapError> {
+        for &syscall in syscalls {
+            let old = rule_key(old_cgroup, syscall);
+            let Ok(rule) = self.rules.get(&old, 0) else {
+                continue;
+            };
+            self.rules.insert(rule_key(new_cgroup, syscall), rule, 0)?;
+            let _ = self.rules.remove(&old);
+        }
+        Ok(())
+    }
+
+    /// Takes the rule of (cgroup, syscall) out of the kernel: matching calls run normally again.
+    pub fn remove_rule(&mut self, cgroup_id: u64, syscall: u32) -> Result<(), MapError> {
+        match self.rules.remove(&rule_key(cgroup_id, syscall)) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Injections made so far by the rule with this index, over all CPUs.
+    pub fn injections(&self, index: u32) -> u64 {
+        self.injections
+            .get(&index, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+fn rule_key(cgroup_id: u64, syscall: u32) -> RuleKey {
+    RuleKey {
+        cgroup_id,
+        syscall,
+        _pad: 0,
+    }
+}
+
+fn kernel_rule(rule: &InstalledRule, expires_ns: u64) -> (RuleKey, InjectRule) {
+    let spec = &rule.spec;
+    let mut path_prefix = [0u8; PATH_PREFIX_MAX];
+    let prefix = spec.path_prefix.as_deref().unwrap_or("").as_bytes();
+    path_prefix[..prefix.len()].copy_from_slice(prefix);
+    let key = rule_key(rule.cgroup_id, spec.syscall_nr);
+    let value = InjectRule {
+        index: rule.index,
+        engine: rule.engine.kernel_id(),
+        errno_or_signal: match spec.fault {
+            Fault::Errno(errno) => errno,
+            Fault::Signal(signal) => signal as u32,
+            // Delays run on the ptrace engine, whose rules never reach the kernel.
+            Fault::Delay => 0,
+        },
+        path_arg: spec.path_arg.unwrap_or(NO_PATH_ARG),
+        probability_threshold: probability_threshold(spec.probability),
+        nth: spec.nth.unwrap_or(0),
+        max_count: spec.count.unwrap_or(0),
+        expires_ns,
+        matched: 0,
+        taken: 0,
+        path_prefix_len: prefix.len() as u32,
+        _pad: 0,
+        path_prefix,
+    };
+    (key, value)
+}
+
+/// The kernel injects when a random u32 is below this: p * 2^32, and 2^32 (always) for p = 1.
+fn probability_threshold(probability: f64) -> u64 {
+    ((probability * 4_294_967_296.0).round() as u64).clamp(1, 1 << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probability_thresholds() {
+        assert_eq!(probability_threshold(1.0), 1 << 32);
+        assert_eq!(probability_threshold(0.5), 1 << 31);
+        assert_eq!(probability_threshold(1e-12), 1);
+    }
+}

@@ -1,0 +1,118 @@
+//! Engine `lsm` (kernel side: `chaos-ebpf/src/inject_lsm.rs`, programs `inject_lsm_<hook>`):
+//! BPF LSM hooks return the errno, so the kernel refuses the operation the way a security module
+//! would. Needs `bpf` in the active LSM list and kernel BTF.
+use aya::{Btf, programs::Lsm};
+use chaos_common::{
+    PROG_INJECT_LSM_BPRM_CHECK_SECURITY, PROG_INJECT_LSM_FILE_OPEN,
+    PROG_INJECT_LSM_FILE_PERMISSION, PROG_INJECT_LSM_INODE_MKDIR, PROG_INJECT_LSM_INODE_RENAME,
+    PROG_INJECT_LSM_INODE_RMDIR, PROG_INJECT_LSM_INODE_UNLINK, PROG_INJECT_LSM_MMAP_FILE,
+    PROG_INJECT_LSM_PREFIX, PROG_INJECT_LSM_SOCKET_BIND, PROG_INJECT_LSM_SOCKET_CONNECT,
+    PROG_INJECT_LSM_SOCKET_RECVMSG, PROG_INJECT_LSM_SOCKET_SENDMSG, PROG_INJECT_LSM_TASK_ALLOC,
+};
+
+use super::engine::{EngineError, KernelPrograms};
+use crate::ebpf;
+
+/// Syscalls -> the LSM hooks they pass through (the first that runs injects).
+pub const COVERAGE: &[(&[&str], &[&str])] = &[
+    (
+        &["open", "openat", "openat2", "creat"],
+        &[PROG_INJECT_LSM_FILE_OPEN],
+    ),
+    (
+        &[
+            "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64",
+            "pwritev", "pwritev2",
+        ],
+        &[PROG_INJECT_LSM_FILE_PERMISSION],
+    ),
+    (&["connect"], &[PROG_INJECT_LSM_SOCKET_CONNECT]),
+    (&["bind"], &[PROG_INJECT_LSM_SOCKET_BIND]),
+    (
+        &["sendto", "sendmsg", "sendmmsg"],
+        &[PROG_INJECT_LSM_SOCKET_SENDMSG],
+    ),
+    (
+        &["recvfrom", "recvmsg", "recvmmsg"],
+        &[PROG_INJECT_LSM_SOCKET_RECVMSG],
+    ),
+    (&["mkdir", "mkdirat"], &[PROG_INJECT_LSM_INODE_MKDIR]),
+    (
+        &["unlink", "unlinkat"],
+        &[PROG_INJECT_LSM_INODE_UNLINK, PROG_INJECT_LSM_INODE_RMDIR],
+    ),
+    (&["rmdir"], &[PROG_INJECT_LSM_INODE_RMDIR]),
+    (
+        &["rename", "renameat", "renameat2"],
+        &[PROG_INJECT_LSM_INODE_RENAME],
+    ),
+    (&["mmap"], &[PROG_INJECT_LSM_MMAP_FILE]),
+    (
+        &["clone", "clone3", "fork", "vfork"],
+        &[PROG_INJECT_LSM_TASK_ALLOC],
+    ),
+    (
+        &["execve", "execveat"],
+        &[PROG_INJECT_LSM_BPRM_CHECK_SECURITY],
+    ),
+];
+
+const SECURITYFS_LSM: &str = "/sys/kernel/security/lsm";
+
+pub fn coverage() -> String {
+    COVERAGE
+        .iter()
+        .map(|(syscalls, _)| syscalls.join(", "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn programs(syscall: &str) -> Option<Vec<&'static str>> {
+    COVERAGE
+        .iter()
+        .find(|(syscalls, _)| syscalls.contains(&syscall))
+        .map(|(_, programs)| programs.to_vec())
+}
+
+/// The LSM hook a program loads against: its name after `inject_lsm_`.
+pub fn hook_of(program: &str) -> Option<&str> {
+    program.strip_prefix(PROG_INJECT_LSM_PREFIX)
+}
+
+/// `bpf` must be in the active LSM list (securityfs says), and one program must load.
+pub fn probe(kernel: &mut KernelPrograms) -> Result<(), EngineError> {
+    let active =
+        std::fs::read_to_string(SECURITYFS_LSM).map_err(|source| EngineError::Securityfs {
+            path: SECURITYFS_LSM,
+            source,
+        })?;
+    if !active.trim().split(',').any(|lsm| lsm == "bpf") {
+        return Err(EngineError::LsmInactive(active.trim().to_owned()));
+    }
+    kernel
+        .load(PROG_INJECT_LSM_FILE_OPEN)
+        .map_err(|e| e.needs("BPF LSM programs are refused", "BTF and BPF LSM"))
+}
+
+/// Loads `program` against its hook (needs the kernel's BTF).
+pub fn load(ebpf: &mut aya::Ebpf, program: &'static str) -> Result<(), EngineError> {
+    let hook = hook_of(program).ok_or(ebpf::LoadError::MissingProgram(program))?;
+    let btf = Btf::from_sys_fs().map_err(EngineError::Btf)?;
+    let lsm: &mut Lsm = ebpf::program(ebpf, program)?;
+    Ok(ebpf::loaded(program, lsm.load(hook, &btf))?)
+}
+
+/// Attaches `program` (once: LSM programs are global; the rule map picks the target).
+pub fn attach(kernel: &mut KernelPrograms, program: &'static str) -> Result<(), EngineError> {
+    kernel.load(program)?;
+    kernel.once(program.to_owned(), |ebpf| {
+        let lsm: &mut Lsm = ebpf::program(ebpf, program)?;
+        lsm.attach()
+            .map(drop)
+            .map_err(|source| EngineError::Attach {
+                program,
+                to: hook_of(program).unwrap_or_default().to_owned(),
+                source,
+            })
+    })
+}
