@@ -218,8 +218,9 @@ pub fn assert_no_programs_since(floor: u32) {
     }
 }
 
-/// Program names as the kernel keeps them (truncated to 15 bytes).
-const OUR_PROGRAM_PREFIXES: &[&str] = &["monitor_sys", "inject_", "lsm_", "sock_"];
+/// Program names as the kernel keeps them (truncated to 15 bytes): every program of ours is
+/// `monitor_*`, `inject_<engine>_*` or `http_*` (chaos-common/src/lib.rs).
+const OUR_PROGRAM_PREFIXES: &[&str] = &["monitor_sys", "inject_", "http_"];
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {

@@ -2,13 +2,18 @@
 //! engine covers here, delays before a call, probability, threads and processes created while
 //! attached, processes entering by `docker exec`, detaching under load, kill -9 of chaos-user,
 //! and a target that another tracer holds.
+#[path = "inject_ptrace/helpers.rs"]
+mod helpers;
+
 use std::{
     collections::BTreeMap,
-    fs,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use helpers::{
+    MS, Strace, assert_ptrace_rules, assert_running_untraced, states, threads_of, timing,
+};
 use tests::{
     CallOutcome,
     attach::{Attach, run_chaos_user},
@@ -16,95 +21,6 @@ use tests::{
     docker::{Container, docker},
     wait_for,
 };
-
-const MS: u64 = 1_000_000;
-
-/// A numeric field of a call kind in the workload's report of `round` (latency stats).
-fn report_field(container: &Container, round: u64, kind: &str, field: &str) -> u64 {
-    let logs = container.logs();
-    let line = logs
-        .lines()
-        .rfind(|line| line.contains(&format!("\"round\":{round},")))
-        .unwrap_or_else(|| panic!("no report of round {round} in {logs}"));
-    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON report");
-    json["calls"][kind][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {kind}.{field} in {line}"))
-}
-
-/// The latency stats of `time-getppid` in a round: (min, p50, max, slow) in ns / calls.
-fn timing(container: &Container, round: u64) -> (u64, u64, u64, u64) {
-    let field = |name| report_field(container, round, "time-getppid", name);
-    (
-        field("min_ns"),
-        field("p50_ns"),
-        field("max_ns"),
-        field("slow"),
-    )
-}
-
-/// Every thread of every process in the container's cgroup: (tid, state letter, TracerPid).
-fn threads_of(container: &Container) -> Vec<(u32, char, u32)> {
-    let pid = container.pid();
-    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the container's cgroup");
-    let relative = cgroup
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .expect("a cgroup v2 line")
-        .trim_start_matches('/')
-        .to_owned();
-    let root = tests::cgroup_v2_root();
-    let procs = fs::read_to_string(root.join(relative).join("cgroup.procs")).expect("cgroup.procs");
-    let mut threads = Vec::new();
-    for process in procs.lines() {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{process}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let tid: u32 = task.file_name().to_string_lossy().parse().expect("a tid");
-            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let state = rest.trim_start().chars().next().unwrap_or('?');
-            let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            let tracer = status
-                .lines()
-                .find_map(|line| line.strip_prefix("TracerPid:"))
-                .and_then(|pid| pid.trim().parse().ok())
-                .unwrap_or(0);
-            threads.push((tid, state, tracer));
-        }
-    }
-    assert!(
-        !threads.is_empty(),
-        "no thread found for {}",
-        container.name
-    );
-    threads
-}
-
-/// No thread stopped (t: ptrace-stopped, T: job-control stopped) and none traced.
-fn assert_running_untraced(container: &Container) {
-    // The kernel may take a moment to let the last tracee go after chaos-user died.
-    let threads = wait_for(
-        "every thread to run untraced",
-        Duration::from_secs(5),
-        || {
-            let threads = threads_of(container);
-            threads
-                .iter()
-                .all(|&(_, state, tracer)| !matches!(state, 't' | 'T') && tracer == 0)
-                .then_some(threads)
-        },
-    );
-    eprintln!("threads of {} after detach: {threads:?}", container.name);
-}
-
-fn assert_ptrace_rules(attach: &Attach, rules: usize) {
-    let stderr = attach.stderr();
-    assert_eq!(stderr.matches("via ptrace").count(), rules, "{stderr}");
-}
 
 #[test]
 fn errnos_on_five_syscalls_exactly_in_the_target_only() {
@@ -466,16 +382,6 @@ fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     );
 }
 
-/// `strace -p PID`, killed when dropped.
-struct Strace(Child);
-
-impl Drop for Strace {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_target_traced_by_another_tracer_is_refused_naming_it() {
     let web = Container::start("ptr-traced", &["--getppid", "3"]);
@@ -571,14 +477,6 @@ fn doctor_reports_the_ptrace_engine() {
         ptrace["covers"].as_str().unwrap().contains("any syscall"),
         "{ptrace}"
     );
-}
-
-/// The state letters of the container's threads.
-fn states(container: &Container) -> Vec<char> {
-    threads_of(container)
-        .into_iter()
-        .map(|(_, state, _)| state)
-        .collect()
 }
 
 #[test]

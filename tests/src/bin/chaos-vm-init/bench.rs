@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{ChaosUser, Outcome, create_dir, json, spawn_in_cgroup, workload};
+use crate::{
+    helpers::{ChaosUser, Outcome, WORKLOAD, create_dir, spawn_in_cgroup, workload},
+    json,
+};
 
 const ROUNDS: u32 = 3;
 /// Calls per run: no rule matches getppid; the rules fail every openat (of a missing file).
@@ -135,7 +138,7 @@ fn run_workload(config: Config, target: &Path, call: &str, calls: u64) -> Result
         let mut strace = std::process::Command::new(STRACE);
         // As on the host: only openat traced, printed to /dev/null.
         strace.args(["-f", "-o", "/dev/null", "-e", "trace=openat"]);
-        strace.args(["-e", "inject=openat:error=EACCES", crate::WORKLOAD]);
+        strace.args(["-e", "inject=openat:error=EACCES", WORKLOAD]);
         strace.args(workload_args);
         strace
     } else {
