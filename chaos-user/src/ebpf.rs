@@ -32,14 +32,11 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
-    /// Loading one program failed; `summary` is the verifier's verdict in one line.
+    /// Loading one program failed; `summary` is the verifier's verdict in one line. The full
+    /// log (hundreds of lines) is not a source, so that errors stay one line; it is logged at
+    /// debug level (`RUST_LOG=debug`).
     #[error("the kernel refuses program {name}: {summary}")]
-    Refused {
-        name: &'static str,
-        summary: String,
-        #[source]
-        source: ProgramError,
-    },
+    Refused { name: &'static str, summary: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -105,10 +102,12 @@ where
 
 /// A program's load result with the verifier's log reduced to its verdict.
 pub fn loaded(name: &'static str, result: Result<(), ProgramError>) -> Result<(), LoadError> {
-    result.map_err(|source| LoadError::Refused {
-        name,
-        summary: short_error(&source),
-        source,
+    result.map_err(|error| {
+        log::debug!("loading {name}: {error}");
+        LoadError::Refused {
+            name,
+            summary: short_error(&error),
+        }
     })
 }
 

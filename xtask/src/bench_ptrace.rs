@@ -103,6 +103,10 @@ impl Stats {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one benchmark script, read top to bottom: set-up, paired runs, report"
+)]
 pub fn run(args: &PtraceArgs) -> anyhow::Result<()> {
     if Command::new("strace").arg("-V").output().is_err() {
         bail!("bench ptrace needs strace: apt-get install -y strace");
@@ -328,7 +332,7 @@ impl Bench<'_> {
                 .spawn()
                 .context("start chaos-user")?,
         );
-        let stderr = child.0.stderr.take().expect("piped");
+        let stderr = child.0.stderr.take().context("stderr is piped")?;
         let (lines_tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -9,10 +9,8 @@ use anyhow::{Context as _, bail};
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
+    // xtask lives one level below the workspace root.
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_owned()
 }
 
 /// Runs a command, failing with its command line when it fails.

@@ -321,7 +321,7 @@ impl Boot {
                 "cannot start {command:?} (install it with `apt-get install -y qemu-system-x86`)"
             )
         })?;
-        let lines = self.echo_output(&mut qemu);
+        let lines = self.echo_output(&mut qemu)?;
         let mut serial = Serial::default();
         let deadline = started + self.timeout;
         loop {
@@ -346,10 +346,10 @@ impl Boot {
 
     /// Prints QEMU's stdout (the serial console) and stderr prefixed with the kernel name;
     /// the console lines also come back through the channel, which closes when QEMU exits.
-    fn echo_output(&self, qemu: &mut Child) -> mpsc::Receiver<String> {
+    fn echo_output(&self, qemu: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
         let (send, receive) = mpsc::channel();
-        let stdout = qemu.stdout.take().expect("piped");
-        let stderr = qemu.stderr.take().expect("piped");
+        let stdout = qemu.stdout.take().context("QEMU's stdout is piped")?;
+        let stderr = qemu.stderr.take().context("QEMU's stderr is piped")?;
         let prefix = format!("[{}]", self.name);
         let stderr_prefix = format!("[{} qemu]", self.name);
         thread::spawn(move || {
@@ -359,7 +359,7 @@ impl Boot {
             })
         });
         thread::spawn(move || for_each_line(stderr, |line| eprintln!("{stderr_prefix} {line}")));
-        receive
+        Ok(receive)
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     docker::ContainerEvent,
@@ -190,7 +190,7 @@ pub async fn run_with(
         None => None,
     };
     let labels = prepared.labels();
-    let injection = inject.then(|| open::Injection {
+    let injection = inject.then_some(open::Injection {
         rules,
         expires_after: output.duration,
     });
@@ -213,46 +213,14 @@ pub async fn run_with(
             describe_rules(&session.installed())
         );
     }
-    let output_mode = if trace_reader.is_some() {
-        Output::Quiet
-    } else if output.json {
-        Output::Json
-    } else if output.quiet {
-        Output::Quiet
-    } else {
-        Output::Live {
-            clear: std::io::stdout().is_terminal(),
-        }
-    };
-    let deadline = async {
-        match output.duration {
-            Some(duration) => tokio::time::sleep(duration).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval(output.interval);
-    ticker.tick().await;
-    let mut previous: Option<Snapshot> = Some(session.snapshot()?);
-    let header = format!("syschaos  metrics: {metrics_url}  Ctrl-C to detach");
-    let reason = loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let now = session.snapshot()?;
-                show(&output_mode, previous.as_ref(), &now, &header)?;
-                previous = Some(now);
-            }
-            result = next_trace_batch(&mut trace_reader, &session) => result?,
-            Some(event) = opened.next_event() => {
-                if let Some(reason) = follow(&opened, event).await? {
-                    break reason;
-                }
-            }
-            _ = &mut deadline => break "duration elapsed".to_owned(),
-            _ = interrupt.recv() => break "SIGINT".to_owned(),
-            _ = terminate.recv() => break "SIGTERM".to_owned(),
-        }
-    };
+    let reason = watch(
+        &mut opened,
+        output,
+        &mut trace_reader,
+        format!("syschaos  metrics: {metrics_url}  Ctrl-C to detach"),
+        (&mut interrupt, &mut terminate),
+    )
+    .await?;
     let last = opened.close()?;
     // Dropping the last session reference drops the Ebpf object: programs detached, rules gone.
     drop(session);
@@ -281,6 +249,57 @@ fn print_summary(last: &Snapshot, trace_reader: Option<&TraceReader>) {
             reader.shown
         );
     }
+}
+
+/// Shows the live view (or JSON, or traced calls) until the duration ends, a signal arrives or no
+/// target is left; returns which.
+async fn watch(
+    opened: &mut Opened,
+    output: &OutputArgs,
+    trace_reader: &mut Option<TraceReader>,
+    header: String,
+    (interrupt, terminate): (&mut Signal, &mut Signal),
+) -> anyhow::Result<String> {
+    let output_mode = if trace_reader.is_some() {
+        Output::Quiet
+    } else if output.json {
+        Output::Json
+    } else if output.quiet {
+        Output::Quiet
+    } else {
+        Output::Live {
+            clear: std::io::stdout().is_terminal(),
+        }
+    };
+    let deadline = async {
+        match output.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(output.interval);
+    ticker.tick().await;
+    let session = opened.session.clone();
+    let mut previous: Option<Snapshot> = Some(session.snapshot()?);
+    Ok(loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = session.snapshot()?;
+                show(&output_mode, previous.as_ref(), &now, &header)?;
+                previous = Some(now);
+            }
+            result = next_trace_batch(trace_reader, &session) => result?,
+            Some(event) = opened.next_event() => {
+                if let Some(reason) = follow(opened, event).await? {
+                    break reason;
+                }
+            }
+            _ = &mut deadline => break "duration elapsed".to_owned(),
+            _ = interrupt.recv() => break "SIGINT".to_owned(),
+            _ = terminate.recv() => break "SIGTERM".to_owned(),
+        }
+    })
 }
 
 /// Prints the next batch of traced calls (never returns when not tracing).

@@ -6,12 +6,12 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::common::TargetArgs;
 use crate::{
     experiment::amplify::{self, Observation, PlanFile},
-    session::{LoadOptions, open},
+    session::{LoadOptions, Session, open},
     snapshot::Snapshot,
 };
 
@@ -45,46 +45,14 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let opened = resolved.load()?.start(None).await?;
-    let session = opened.session.clone();
     eprintln!(
         "syschaos: attached to {}; observing for {}",
         labels.join(", "),
         humantime::format_duration(args.observe)
     );
-    let windows = (args.observe.as_secs_f64() / args.window.as_secs_f64())
-        .round()
-        .max(1.0) as u64;
-    let bar = ProgressBar::new(windows).with_style(
-        ProgressStyle::with_template("observing {bar:30} {pos}/{len} windows {msg}")
-            .expect("a valid template"),
-    );
-    let mut observation = Observation::default();
-    let mut ticker = tokio::time::interval(args.window);
-    ticker.tick().await;
-    let mut previous = session.snapshot()?;
-    let mut served_http = false;
-    let mut observed_for = Duration::ZERO;
-    for _ in 0..windows {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-        let now = session.snapshot()?;
-        observation.add_window(&window_counts(&previous, &now));
-        served_http |= now.targets.iter().any(|t| t.http.is_some());
-        observed_for += args.window;
-        previous = now;
-        bar.inc(1);
-        bar.set_message(format!(
-            "{} failing (syscall, errno)",
-            observation.observed().len()
-        ));
-    }
-    bar.finish_and_clear();
-    drop(session);
+    let watched = observe(&opened.session, &args, &mut sigint, &mut sigterm).await?;
     drop(opened);
-    let observed = observation.observed();
+    let observed = watched.observation.observed();
     let name = format!(
         "{}-planned",
         labels.first().map_or("target", String::as_str)
@@ -93,9 +61,9 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         name: &name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
         target_yaml: &target_yaml,
         targets: &labels.join(", "),
-        observed_for,
+        observed_for: watched.observed_for,
         window: args.window,
-        serves_http: served_http,
+        serves_http: watched.served_http,
         observed: &observed,
     });
     match &args.out {
@@ -110,6 +78,57 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// What `observe` saw.
+struct Watched {
+    observation: Observation,
+    served_http: bool,
+    observed_for: Duration,
+}
+
+/// Takes a snapshot per window until `--observe` ends or a signal arrives.
+async fn observe(
+    session: &Session,
+    args: &PlanArgs,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> anyhow::Result<Watched> {
+    let windows = (args.observe.as_secs_f64() / args.window.as_secs_f64())
+        .round()
+        .max(1.0) as u64;
+    let bar = ProgressBar::new(windows).with_style(ProgressStyle::with_template(
+        "observing {bar:30} {pos}/{len} windows {msg}",
+    )?);
+    let mut watched = Watched {
+        observation: Observation::default(),
+        served_http: false,
+        observed_for: Duration::ZERO,
+    };
+    let mut ticker = tokio::time::interval(args.window);
+    ticker.tick().await;
+    let mut previous = session.snapshot()?;
+    for _ in 0..windows {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        let now = session.snapshot()?;
+        watched
+            .observation
+            .add_window(&window_counts(&previous, &now));
+        watched.served_http |= now.targets.iter().any(|t| t.http.is_some());
+        watched.observed_for += args.window;
+        previous = now;
+        bar.inc(1);
+        bar.set_message(format!(
+            "{} failing (syscall, errno)",
+            watched.observation.observed().len()
+        ));
+    }
+    bar.finish_and_clear();
+    Ok(watched)
 }
 
 /// How the experiment file names the targets: as given, where the file's `target:` can say it

@@ -63,7 +63,7 @@ impl Injector {
         let attach_error = |source: EngineError| InjectError::Attach {
             engine: rule.engine,
             syscall: rule.spec.syscall.clone(),
-            source,
+            source: Box::new(source),
         };
         let mut kernel = KernelPrograms::new(ebpf, &mut self.done);
         rule.engine

@@ -57,7 +57,7 @@ pub enum InjectError {
         engine: Engine,
         syscall: String,
         #[source]
-        source: EngineError,
+        source: Box<EngineError>,
     },
     #[error("rule on {0}: a delay is given as delay=DURATION (e.g. delay=10ms), longer than 0")]
     BadDelay(String),

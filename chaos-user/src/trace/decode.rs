@@ -190,7 +190,8 @@ pub fn socket_address(addr: &[u8]) -> String {
             )
         }
         libc::AF_INET6 if addr.len() >= 24 => {
-            let octets: [u8; 16] = addr[8..24].try_into().expect("16 bytes");
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&addr[8..24]);
             format!("[{}]:{}", Ipv6Addr::from(octets), port(addr))
         }
         libc::AF_UNIX => {

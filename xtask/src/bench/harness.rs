@@ -69,7 +69,7 @@ pub fn time(command: &mut Command) -> anyhow::Result<Timing> {
     child
         .stderr
         .take()
-        .expect("piped")
+        .context("stderr is piped")?
         .read_to_string(&mut stderr)?;
     // wait4 rather than Child::wait: it also returns the child's CPU time.
     let pid = child.id() as libc::pid_t;
@@ -160,8 +160,11 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("cannot start {command:?}"))?;
         let (sender, lines) = mpsc::channel();
-        forward(child.stdout.take().expect("piped"), sender.clone());
-        forward(child.stderr.take().expect("piped"), sender);
+        forward(
+            child.stdout.take().context("stdout is piped")?,
+            sender.clone(),
+        );
+        forward(child.stderr.take().context("stderr is piped")?, sender);
         Ok(Self {
             name: name.to_owned(),
             child,

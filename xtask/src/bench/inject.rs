@@ -50,6 +50,15 @@ enum Config {
     Strace,
 }
 
+// `config as usize` indexes the per-config results: ALL lists them in declaration order.
+const _: () = {
+    let mut i = 0;
+    while i < Config::ALL.len() {
+        assert!(Config::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl Config {
     const ALL: [Config; 5] = [
         Config::Bare,
@@ -281,12 +290,8 @@ fn report(bench: &Bench, runs: &[[Vec<Timing>; 2]]) {
             })
         })
         .collect();
-    let at = |config: Config| {
-        per_call[Config::ALL
-            .iter()
-            .position(|c| *c == config)
-            .expect("listed")]
-    };
+    // Config::ALL lists every config, in the order `per_call` holds them.
+    let at = |config: Config| per_call[config as usize];
 
     println!();
     println!(
