@@ -1,5 +1,4 @@
 //! `cargo xtask test`: everything the README's test command runs.
-use std::process::Command;
 
 use clap::Args;
 
@@ -18,6 +17,16 @@ pub struct TestArgs {
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    // Lints first: they fail in seconds where the suite takes minutes. Release, like the builds
+    // below, so the eBPF object is built once.
+    build::run(build::cargo().args([
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     let chaos_user = build::chaos_user()?;
     let (_, workload) = build::static_binaries()?;
     dockerd::ensure_running()?;
@@ -25,9 +34,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     crate::image::build_image(crate::image::TAG)?;
 
     // Integration tests share the kernel and Docker: one at a time keeps counts and checks exact.
-    let mut cargo_test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cargo_test = build::cargo();
     cargo_test
-        .current_dir(build::workspace_root())
         // chaos-ebpf builds only for the BPF target (through chaos-user), never as a host test.
         .args([
             "test",

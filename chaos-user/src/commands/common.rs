@@ -62,10 +62,6 @@ impl TargetArgs {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.specs().is_empty()
-    }
-
     pub fn specs(&self) -> Vec<TargetSpec> {
         let containers = self.containers.iter().cloned().map(TargetSpec::Container);
         let cgroups = self.cgroups.iter().cloned().map(TargetSpec::Cgroup);

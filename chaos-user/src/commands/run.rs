@@ -28,7 +28,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         file: args.file,
         out: args.out,
         dry_run: args.dry_run,
-        targets: args.targets,
+        targets: args.targets.specs(),
+        cgroup_root: args.targets.cgroup_root()?,
     })
     .await
 }

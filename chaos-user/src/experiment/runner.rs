@@ -30,7 +30,6 @@ use super::{
     verdict::{self, Findings},
 };
 use crate::{
-    commands::common::TargetArgs,
     docker::ContainerEvent,
     ebpf::kernel_now_ns,
     inject::{engine::Engine, injector::InstalledRule},
@@ -39,15 +38,16 @@ use crate::{
         open::{self, Followed, Injection, Request},
     },
     snapshot::Snapshot,
-    target::CgroupRoot,
+    target::{CgroupRoot, TargetSpec},
 };
 
 pub struct RunOptions {
     pub file: PathBuf,
     pub out: Option<PathBuf>,
     pub dry_run: bool,
-    /// Targets given on the command line: they replace the file's.
-    pub targets: TargetArgs,
+    /// Targets given on the command line: they replace the file's when there are any.
+    pub targets: Vec<TargetSpec>,
+    pub cgroup_root: CgroupRoot,
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
@@ -55,11 +55,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let plan = plan::expand(&experiment)?;
     let specs = match options.targets.is_empty() {
         true => experiment.targets.clone(),
-        false => options.targets.specs(),
+        false => options.targets,
     };
     let resolved = open::resolve(Request {
         specs,
-        cgroup_root: options.targets.cgroup_root()?,
+        cgroup_root: options.cgroup_root,
         load: LoadOptions {
             inject: true,
             syscalls: true,

@@ -357,6 +357,25 @@ mod tests {
         }
     }
 
+    /// The programs each engine asks for are programs of the object (whose names
+    /// `ebpf::tests` checks against `chaos_common::PROGRAMS`), and LSM programs name their hook.
+    #[test]
+    fn engines_ask_for_programs_of_the_object() {
+        for engine in ALL_ENGINES {
+            for syscall in syscalls::Sysno::iter().map(|s| s.name()) {
+                for name in engine.programs(syscall).unwrap_or_default() {
+                    assert!(
+                        chaos_common::PROGRAMS.contains(&name),
+                        "{engine} asks for {name}"
+                    );
+                    if engine == Engine::Lsm {
+                        assert!(lsm::hook_of(name).is_some_and(|hook| !hook.is_empty()));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn auto_picks_the_best_engine_that_covers_the_call() {
         let openat = RuleSpec::parse("openat=EACCES").unwrap();
