@@ -13,7 +13,10 @@ use prometheus::{
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::{session::Session, snapshot::Snapshot};
+use crate::{
+    session::Session,
+    snapshot::{Snapshot, TargetSnapshot},
+};
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
@@ -34,10 +37,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 }
 
 /// Serves `/metrics` in the background; returns the address it listens on.
-pub fn spawn(listener: TcpListener, session: Arc<Session>) -> SocketAddr {
-    let local = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+pub fn spawn(listener: TcpListener, session: Arc<Session>) -> std::io::Result<SocketAddr> {
+    let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -55,16 +56,19 @@ pub fn spawn(listener: TcpListener, session: Arc<Session>) -> SocketAddr {
             });
         }
     });
-    local
+    Ok(local)
 }
 
 fn respond(request: &Request<hyper::body::Incoming>, session: &Session) -> Response<Full<Bytes>> {
-    let reply = |status, content_type, body: Vec<u8>| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static response parts are valid")
+    let reply = |status, content_type: &str, body: Vec<u8>| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, value);
+        }
+        response
     };
     match request.uri().path() {
         "/metrics" => match session.snapshot() {
@@ -97,60 +101,89 @@ fn respond(request: &Request<hyper::body::Incoming>, session: &Session) -> Respo
 
 /// All metric families of a snapshot, in the exposition order of the README's reference.
 pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
-    let mut calls = family(
-        "syschaos_syscalls_total",
-        "System calls completed, by syscall.",
-        MetricType::COUNTER,
-    );
-    let mut errors = family(
-        "syschaos_syscall_errors_total",
-        "System calls that returned an error, by syscall and errno.",
-        MetricType::COUNTER,
-    );
-    let mut durations = family(
-        "syschaos_syscall_duration_seconds",
-        "Time from syscall entry to exit.",
-        MetricType::HISTOGRAM,
-    );
-    let mut cpu = family(
-        "syschaos_container_cpu_seconds_total",
-        "CPU time used by the target's cgroup.",
-        MetricType::COUNTER,
-    );
-    let mut memory = family(
-        "syschaos_container_memory_bytes",
-        "Memory charged to the target's cgroup.",
-        MetricType::GAUGE,
-    );
-    let mut io = family(
-        "syschaos_container_io_bytes_total",
-        "Block IO of the target's cgroup, by direction.",
-        MetricType::COUNTER,
-    );
-    let mut injections = family(
-        "syschaos_injections_total",
-        "Faults injected, by rule: syscall, errno (or signal) and engine.",
-        MetricType::COUNTER,
-    );
-    let mut http_responses = family(
-        "syschaos_http_responses_total",
-        "HTTP/1.x responses the target sent, by status code.",
-        MetricType::COUNTER,
-    );
-    let mut http_durations = family(
-        "syschaos_http_response_duration_seconds",
-        "From a request segment's arrival to its response segment's departure, same connection.",
-        MetricType::HISTOGRAM,
-    );
-    let mut trace_drops = family(
-        "syschaos_trace_dropped_events_total",
-        "Trace events lost because chaos-user trace fell behind (the counters are exact anyway).",
-        MetricType::COUNTER,
-    );
+    let mut families = Families::new();
     for target in &snapshot.targets {
+        families.add(target);
+    }
+    families.exposed()
+}
+
+/// The metric families, filled target by target.
+struct Families {
+    calls: MetricFamily,
+    errors: MetricFamily,
+    durations: MetricFamily,
+    cpu: MetricFamily,
+    memory: MetricFamily,
+    io: MetricFamily,
+    injections: MetricFamily,
+    http_responses: MetricFamily,
+    http_durations: MetricFamily,
+    trace_drops: MetricFamily,
+}
+
+impl Families {
+    /// Every family, without samples yet.
+    fn new() -> Self {
+        Self {
+            calls: family(
+                "syschaos_syscalls_total",
+                "System calls completed, by syscall.",
+                MetricType::COUNTER,
+            ),
+            errors: family(
+                "syschaos_syscall_errors_total",
+                "System calls that returned an error, by syscall and errno.",
+                MetricType::COUNTER,
+            ),
+            durations: family(
+                "syschaos_syscall_duration_seconds",
+                "Time from syscall entry to exit.",
+                MetricType::HISTOGRAM,
+            ),
+            cpu: family(
+                "syschaos_container_cpu_seconds_total",
+                "CPU time used by the target's cgroup.",
+                MetricType::COUNTER,
+            ),
+            memory: family(
+                "syschaos_container_memory_bytes",
+                "Memory charged to the target's cgroup.",
+                MetricType::GAUGE,
+            ),
+            io: family(
+                "syschaos_container_io_bytes_total",
+                "Block IO of the target's cgroup, by direction.",
+                MetricType::COUNTER,
+            ),
+            injections: family(
+                "syschaos_injections_total",
+                "Faults injected, by rule: syscall, errno (or signal) and engine.",
+                MetricType::COUNTER,
+            ),
+            http_responses: family(
+                "syschaos_http_responses_total",
+                "HTTP/1.x responses the target sent, by status code.",
+                MetricType::COUNTER,
+            ),
+            http_durations: family(
+                "syschaos_http_response_duration_seconds",
+                "From a request segment's arrival to its response segment's departure, same connection.",
+                MetricType::HISTOGRAM,
+            ),
+            trace_drops: family(
+                "syschaos_trace_dropped_events_total",
+                "Trace events lost because chaos-user trace fell behind (the counters are exact anyway).",
+                MetricType::COUNTER,
+            ),
+        }
+    }
+
+    /// One target's samples: trace drops, HTTP, injections, syscalls and resources.
+    fn add(&mut self, target: &TargetSnapshot) {
         let label = target.target.as_str();
         if let Some(drops) = target.trace_drops {
-            trace_drops
+            self.trace_drops
                 .mut_metric()
                 .push(counter(&[("target", label)], drops as f64));
         }
@@ -158,11 +191,11 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
             for (code, count) in &http.responses {
                 let code = code.to_string();
                 let labels = [("target", label), ("code", code.as_str())];
-                http_responses
+                self.http_responses
                     .mut_metric()
                     .push(counter(&labels, *count as f64));
             }
-            http_durations.mut_metric().push(histogram(
+            self.http_durations.mut_metric().push(histogram(
                 &[("target", label)],
                 &http.latency_hist,
                 http.latency_sum_ns,
@@ -175,30 +208,45 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
                 ("errno", injection.fault.as_str()),
                 ("engine", injection.engine),
             ];
-            injections
+            self.injections
                 .mut_metric()
                 .push(counter(&labels, injection.count as f64));
         }
+        self.add_syscalls(target);
+        self.add_resources(target);
+    }
+
+    fn add_syscalls(&mut self, target: &TargetSnapshot) {
+        let label = target.target.as_str();
         for call in &target.syscalls {
             let labels = [("target", label), ("syscall", call.syscall.as_str())];
-            calls.mut_metric().push(counter(&labels, call.calls as f64));
+            self.calls
+                .mut_metric()
+                .push(counter(&labels, call.calls as f64));
             for (errno, count) in &call.errnos {
                 let labels = [
                     ("target", label),
                     ("syscall", call.syscall.as_str()),
                     ("errno", errno.as_str()),
                 ];
-                errors.mut_metric().push(counter(&labels, *count as f64));
+                self.errors
+                    .mut_metric()
+                    .push(counter(&labels, *count as f64));
             }
-            durations.mut_metric().push(histogram(
+            self.durations.mut_metric().push(histogram(
                 &labels,
                 &call.latency_hist,
                 call.latency_sum_ns,
             ));
         }
+    }
+
+    fn add_resources(&mut self, target: &TargetSnapshot) {
+        let label = target.target.as_str();
         let resources = &target.resources;
         if let Some(seconds) = resources.cpu_seconds {
-            cpu.mut_metric()
+            self.cpu
+                .mut_metric()
                 .push(counter(&[("target", label)], seconds));
         }
         if let Some(bytes) = resources.memory_bytes {
@@ -206,35 +254,51 @@ pub fn families(snapshot: &Snapshot) -> Vec<MetricFamily> {
             let mut gauge = Gauge::default();
             gauge.set_value(bytes as f64);
             metric.set_gauge(gauge);
-            memory.mut_metric().push(metric);
+            self.memory.mut_metric().push(metric);
         }
         for (direction, bytes) in [
             ("read", resources.io_read_bytes),
             ("write", resources.io_write_bytes),
         ] {
             if let Some(bytes) = bytes {
-                io.mut_metric().push(counter(
+                self.io.mut_metric().push(counter(
                     &[("target", label), ("direction", direction)],
                     bytes as f64,
                 ));
             }
         }
     }
-    // The text encoder refuses a family without samples (no rules, a target's cgroup gone).
-    let mut families = vec![
-        calls,
-        errors,
-        durations,
-        injections,
-        http_responses,
-        http_durations,
-        trace_drops,
-        cpu,
-        memory,
-        io,
-    ];
-    families.retain(|family| !family.get_metric().is_empty());
-    families
+
+    /// The families in exposition order, those without samples left out.
+    fn exposed(self) -> Vec<MetricFamily> {
+        let Self {
+            calls,
+            errors,
+            durations,
+            cpu,
+            memory,
+            io,
+            injections,
+            http_responses,
+            http_durations,
+            trace_drops,
+        } = self;
+        // The text encoder refuses a family without samples (no rules, a target's cgroup gone).
+        let mut families = vec![
+            calls,
+            errors,
+            durations,
+            injections,
+            http_responses,
+            http_durations,
+            trace_drops,
+            cpu,
+            memory,
+            io,
+        ];
+        families.retain(|family| !family.get_metric().is_empty());
+        families
+    }
 }
 
 fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {

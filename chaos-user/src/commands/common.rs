@@ -195,7 +195,7 @@ pub async fn run_with(
     let metrics_url = match listener {
         Some(listener) => format!(
             "http://{}/metrics",
-            metrics::spawn(listener, session.clone())
+            metrics::spawn(listener, session.clone())?
         ),
         None => "off".to_owned(),
     };

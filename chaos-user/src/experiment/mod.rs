@@ -12,7 +12,5 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod spec;
-#[cfg(test)]
-mod spec_tests;
 pub mod steady;
 pub mod verdict;

@@ -119,7 +119,7 @@ impl Probes {
                         let started = Instant::now();
                         let outcome = probe_once(&spec).await;
                         let ms = started.elapsed().as_secs_f64() * 1e3;
-                        let mut tallies = tallies.lock().unwrap();
+                        let mut tallies = crate::lock(&tallies);
                         let tally = tallies.entry(spec.name.clone()).or_default();
                         match outcome {
                             Ok(()) => {
@@ -140,7 +140,7 @@ impl Probes {
 
     /// The outcomes since the last call.
     pub fn take(&self) -> BTreeMap<String, ProbeTally> {
-        std::mem::take(&mut *self.tallies.lock().unwrap())
+        std::mem::take(&mut *crate::lock(&self.tallies))
     }
 }
 

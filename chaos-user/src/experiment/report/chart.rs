@@ -104,7 +104,10 @@ fn segments(points: &[(f64, Option<f64>)]) -> Vec<Vec<(f64, f64)>> {
     let mut segments = vec![Vec::new()];
     for &(x, value) in points {
         match value {
-            Some(y) => segments.last_mut().expect("never empty").push((x, y)),
+            Some(y) => match segments.last_mut() {
+                Some(segment) => segment.push((x, y)),
+                None => segments.push(vec![(x, y)]),
+            },
             None if segments.last().is_some_and(|s| !s.is_empty()) => segments.push(Vec::new()),
             None => {}
         }

@@ -152,6 +152,15 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
         injections = p.injections,
         reason = esc(&p.reason),
     );
+    events(out, p);
+    conditions_table(out, p);
+    charts(out, results, p)?;
+    out.push_str("</section>\n");
+    Ok(())
+}
+
+/// The container events during the perturbation, if any.
+fn events(out: &mut String, p: &PerturbationResult) {
     if !p.events.is_empty() {
         out.push_str("<p>Events: ");
         let events: Vec<String> = p
@@ -173,6 +182,10 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
             .collect();
         let _ = writeln!(out, "{}</p>", events.join("; "));
     }
+}
+
+/// Each condition's value in the baseline, the perturbation and the end of the recovery.
+fn conditions_table(out: &mut String, p: &PerturbationResult) {
     out.push_str("<table><tr><th>condition</th><th>baseline</th><th>perturbation</th><th>p</th><th>end of recovery</th><th>p</th></tr>\n");
     for c in &p.conditions {
         let recovery = c.recovery.as_ref();
@@ -193,6 +206,10 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
         );
     }
     out.push_str("</table>\n");
+}
+
+/// A chart per charted metric across the three phases.
+fn charts(out: &mut String, results: &Results, p: &PerturbationResult) -> anyhow::Result<()> {
     let origin = p.phases.baseline.map_or(0.0, |s| s.start_s);
     let samples: Vec<_> = results.samples_of(p.index).collect();
     let x_end = samples.last().map_or(1.0, |s| s.t - origin);
@@ -204,6 +221,33 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
     let injection = p
         .injection_window
         .map(|w| (w.start_s - origin, w.end_s - origin));
+    for (key, unit, bounds, caption) in charted(p) {
+        let points = samples
+            .iter()
+            .map(|s| (s.t - origin, s.values.get(&key).copied()))
+            .collect();
+        let title = format!("{key} ({} injections)", p.injections);
+        let svg = chart::render(&Chart {
+            title: &title,
+            unit: &unit,
+            points,
+            x_end,
+            boundaries: boundaries.clone(),
+            injection,
+            bounds,
+        })
+        .map_err(|e| anyhow::anyhow!("drawing the chart of {key}: {e}"))?;
+        let _ = writeln!(
+            out,
+            "<figure>{svg}<figcaption>{caption}</figcaption></figure>"
+        );
+    }
+    Ok(())
+}
+
+/// What to chart, each metric once: (key, unit, bounds, caption) of the conditions' metrics,
+/// then the perturbed syscall's errors and the injections.
+fn charted(p: &PerturbationResult) -> Vec<(String, String, Vec<f64>, String)> {
     let mut charted = HashSet::new();
     let mut charts: Vec<(String, String, Vec<f64>, String)> = Vec::new();
     for c in &p.conditions {
@@ -228,29 +272,7 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
             charts.push((key.to_owned(), unit_of(key), Vec::new(), caption.to_owned()));
         }
     }
-    for (key, unit, bounds, caption) in charts {
-        let points = samples
-            .iter()
-            .map(|s| (s.t - origin, s.values.get(&key).copied()))
-            .collect();
-        let title = format!("{key} ({} injections)", p.injections);
-        let svg = chart::render(&Chart {
-            title: &title,
-            unit: &unit,
-            points,
-            x_end,
-            boundaries: boundaries.clone(),
-            injection,
-            bounds,
-        })
-        .map_err(|e| anyhow::anyhow!("drawing the chart of {key}: {e}"))?;
-        let _ = writeln!(
-            out,
-            "<figure>{svg}<figcaption>{caption}</figcaption></figure>"
-        );
-    }
-    out.push_str("</section>\n");
-    Ok(())
+    charts
 }
 
 fn unit_of(key: &str) -> String {

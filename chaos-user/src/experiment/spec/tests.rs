@@ -2,12 +2,11 @@
 //! with the line and the key; mutated files never make the parser panic.
 use std::{path::PathBuf, time::Duration};
 
-use super::{
-    plan,
-    spec::{SpecError, parse},
-    steady::Metric,
+use super::{SpecError, parse};
+use crate::{
+    experiment::{plan, steady::Metric},
+    target::TargetSpec,
 };
-use crate::target::TargetSpec;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -126,128 +125,129 @@ fn error(text: &str) -> SpecError {
     }
 }
 
-/// (file, line, key, words of the message)
+/// Edits of GOOD that break it: (text replaced, replacement, line, key, words of the message).
+const MALFORMED: &[(&str, &str, u64, &str, &str)] = &[
+    (
+        "container: web",
+        "containr: web",
+        2,
+        "target.containr",
+        "unknown field `containr`",
+    ),
+    (
+        "errno: ECONNREFUSED",
+        "errno: ECONNREFUSD",
+        9,
+        "perturbations[0].errno",
+        "unknown errno `ECONNREFUSD`",
+    ),
+    (
+        "syscall: connect",
+        "syscall: conect",
+        8,
+        "perturbations[0].syscall",
+        "unknown syscall `conect`",
+    ),
+    (
+        "metric: http.5xx_ratio",
+        "metric: http.5xx_ration",
+        5,
+        "steady_state.conditions[0].metric",
+        "unknown metric",
+    ),
+    (
+        "max: 0.01",
+        "max: lots",
+        6,
+        "steady_state.conditions[0].max",
+        "not a number",
+    ),
+    (
+        "max: 0.01",
+        "colour: red",
+        6,
+        "steady_state.conditions[0].colour",
+        "unknown field `colour`",
+    ),
+    (
+        "    errno: ECONNREFUSED\n",
+        "    errno: ECONNREFUSED\n    probability: 1.5\n",
+        10,
+        "perturbations[0].probability",
+        "outside (0, 1]",
+    ),
+    (
+        "    errno: ECONNREFUSED\n",
+        "    errno: ECONNREFUSED\n    signal: SIGKILL\n",
+        10,
+        "perturbations[0].signal",
+        "not both",
+    ),
+    (
+        "    errno: ECONNREFUSED\n",
+        "",
+        8,
+        "perturbations[0]",
+        "give errno",
+    ),
+    (
+        "    errno: ECONNREFUSED\n",
+        "    errno: ECONNREFUSED\n    path_prefix: /x\n",
+        8,
+        "perturbations[0]",
+        "connect takes no path",
+    ),
+    (
+        "    errno: ECONNREFUSED\n",
+        "    errno: ECONNREFUSED\n    engine: magic\n",
+        10,
+        "perturbations[0].engine",
+        "unknown engine",
+    ),
+    (
+        "      max: 0.01\n",
+        "",
+        5,
+        "steady_state.conditions[0]",
+        "needs a bound",
+    ),
+    ("  container: web\n", "", 1, "target", "expected mapping"),
+    ("container: web", "containers: []", 2, "target", "no target"),
+    (
+        "target:\n  container: web\n",
+        "",
+        1,
+        "",
+        "missing field `target`",
+    ),
+    (
+        "perturbations:\n",
+        "perturbations: 3\n",
+        7,
+        "perturbations",
+        "",
+    ),
+    (
+        "    - metric: http.5xx_ratio\n",
+        "    - metric: probe.health.success_ratio\n",
+        5,
+        "steady_state.conditions[0].metric",
+        "no probe named `health`",
+    ),
+    ("container: web", "container: [web", 3, "", ""),
+    (
+        "      max: 0.01\n",
+        "      max: 0.01\n      window: soon\n",
+        7,
+        "steady_state.conditions[0].window",
+        "not a duration",
+    ),
+];
+
 #[test]
 fn malformed_files_are_refused_with_line_and_key() {
     assert!(parse(GOOD, "good.yaml").is_ok());
-    let cases: &[(&str, &str, u64, &str, &str)] = &[
-        (
-            "container: web",
-            "containr: web",
-            2,
-            "target.containr",
-            "unknown field `containr`",
-        ),
-        (
-            "errno: ECONNREFUSED",
-            "errno: ECONNREFUSD",
-            9,
-            "perturbations[0].errno",
-            "unknown errno `ECONNREFUSD`",
-        ),
-        (
-            "syscall: connect",
-            "syscall: conect",
-            8,
-            "perturbations[0].syscall",
-            "unknown syscall `conect`",
-        ),
-        (
-            "metric: http.5xx_ratio",
-            "metric: http.5xx_ration",
-            5,
-            "steady_state.conditions[0].metric",
-            "unknown metric",
-        ),
-        (
-            "max: 0.01",
-            "max: lots",
-            6,
-            "steady_state.conditions[0].max",
-            "not a number",
-        ),
-        (
-            "max: 0.01",
-            "colour: red",
-            6,
-            "steady_state.conditions[0].colour",
-            "unknown field `colour`",
-        ),
-        (
-            "    errno: ECONNREFUSED\n",
-            "    errno: ECONNREFUSED\n    probability: 1.5\n",
-            10,
-            "perturbations[0].probability",
-            "outside (0, 1]",
-        ),
-        (
-            "    errno: ECONNREFUSED\n",
-            "    errno: ECONNREFUSED\n    signal: SIGKILL\n",
-            10,
-            "perturbations[0].signal",
-            "not both",
-        ),
-        (
-            "    errno: ECONNREFUSED\n",
-            "",
-            8,
-            "perturbations[0]",
-            "give errno",
-        ),
-        (
-            "    errno: ECONNREFUSED\n",
-            "    errno: ECONNREFUSED\n    path_prefix: /x\n",
-            8,
-            "perturbations[0]",
-            "connect takes no path",
-        ),
-        (
-            "    errno: ECONNREFUSED\n",
-            "    errno: ECONNREFUSED\n    engine: magic\n",
-            10,
-            "perturbations[0].engine",
-            "unknown engine",
-        ),
-        (
-            "      max: 0.01\n",
-            "",
-            5,
-            "steady_state.conditions[0]",
-            "needs a bound",
-        ),
-        ("  container: web\n", "", 1, "target", "expected mapping"),
-        ("container: web", "containers: []", 2, "target", "no target"),
-        (
-            "target:\n  container: web\n",
-            "",
-            1,
-            "",
-            "missing field `target`",
-        ),
-        (
-            "perturbations:\n",
-            "perturbations: 3\n",
-            7,
-            "perturbations",
-            "",
-        ),
-        (
-            "    - metric: http.5xx_ratio\n",
-            "    - metric: probe.health.success_ratio\n",
-            5,
-            "steady_state.conditions[0].metric",
-            "no probe named `health`",
-        ),
-        ("container: web", "container: [web", 3, "", ""),
-        (
-            "      max: 0.01\n",
-            "      max: 0.01\n      window: soon\n",
-            7,
-            "steady_state.conditions[0].window",
-            "not a duration",
-        ),
-    ];
-    for (from, to, line, key, words) in cases {
+    for (from, to, line, key, words) in MALFORMED {
         assert!(GOOD.contains(from), "{from}");
         let text = GOOD.replacen(from, to, 1);
         let e = error(&text);
