@@ -24,6 +24,8 @@ pub enum TargetError {
         "container `{name}` runs as pid {pid} in the host's pid namespace, which is not visible here: inside a container, run chaos-user with --pid=host"
     )]
     PidNotVisible { name: String, pid: u32 },
+    #[error("container `{0}` stopped before it could be followed")]
+    Exited(String),
     #[error(
         "the cgroup of process {pid} ({path}) lies outside this cgroup namespace: inside a container, run chaos-user with --cgroupns=host (or as a sidecar with --shared-pid-namespace)"
     )]
@@ -132,13 +134,21 @@ pub async fn resolve_many(
     let one = match spec {
         TargetSpec::Container(name) => {
             let container = docker::inspect_running(name).await?;
-            let mut target = resolve_pid(container.pid, cgroup_root).map_err(|e| match e {
-                TargetError::NoSuchPid(pid) => TargetError::PidNotVisible {
-                    name: container.name.clone(),
-                    pid,
-                },
-                e => e,
-            })?;
+            let mut target = match resolve_pid(container.pid, cgroup_root) {
+                Err(TargetError::NoSuchPid(pid)) => {
+                    // Gone already (a container restarting fast), or a pid namespace we
+                    // cannot see: Docker tells which.
+                    let again = docker::inspect_running(name).await;
+                    return Err(match again {
+                        Ok(now) if now.pid == pid => TargetError::PidNotVisible {
+                            name: container.name,
+                            pid,
+                        },
+                        _ => TargetError::Exited(container.name),
+                    });
+                }
+                result => result?,
+            };
             target.label = container.name;
             target
         }
