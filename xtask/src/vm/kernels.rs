@@ -2,7 +2,8 @@
 //! else fetched and built once into `target/vm-kernels/` (`cargo clean` clears them).
 //!
 //! - debian: Debian trixie's stock `linux-image-*-amd64` (the one `linux-image-amd64` depends
-//!   on today), its `boot/vmlinuz-*` unchanged.
+//!   on today), its `boot/vmlinuz-*` unchanged: the kernel of the `-unsigned` package (which
+//!   `../shared/kernels` holds), with Debian's Secure Boot signature that QEMU ignores.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
 //!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
 //!
