@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, anyhow, bail, ensure};
 
 use super::Kernel;
 use crate::build;
@@ -175,7 +175,7 @@ impl Fetch {
         fs::remove_dir_all(&self.work)
             .with_context(|| format!("removing {}", self.work.display()))?;
         println!(
-            "vm-test: kernels fetched and built in {}",
+            "vm-test: the missing kernels ready in {}",
             seconds(self.started.elapsed())
         );
         Ok(())
@@ -363,7 +363,7 @@ impl Fetch {
     fn run(&self, what: &str, command: &mut Command, limit: Duration) -> anyhow::Result<()> {
         let log = self.open_log(what, command)?;
         command.stdout(log.try_clone()?).stderr(log);
-        run_bounded(what, command, limit).with_context(|| self.log_tail())
+        run_bounded(what, command, limit).map_err(|e| anyhow!("{e:#}\n{}", self.log_tail()))
     }
 
     /// Like `run`, but returns what the command printed on stdout.
@@ -378,7 +378,7 @@ impl Fetch {
             .open(&stdout_path)
             .with_context(|| format!("creating {}", stdout_path.display()))?;
         command.stdout(stdout.try_clone()?).stderr(log);
-        run_bounded(what, command, limit).with_context(|| self.log_tail())?;
+        run_bounded(what, command, limit).map_err(|e| anyhow!("{e:#}\n{}", self.log_tail()))?;
         let mut text = String::new();
         stdout.seek(SeekFrom::Start(0))?;
         stdout
@@ -397,12 +397,16 @@ impl Fetch {
         Ok(log)
     }
 
-    /// The last lines of the log, for an error.
+    /// The last lines the last command wrote in the log, for an error.
     fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
-        format!("the last lines of {}:\n    {tail}", self.log.display())
+        let output = lines
+            .iter()
+            .rposition(|line| line.starts_with("==> "))
+            .map_or(&lines[..], |header| &lines[header + 1..]);
+        let tail = output[output.len().saturating_sub(20)..].join("\n    ");
+        format!("its last lines in {}:\n    {tail}", self.log.display())
     }
 }
 
