@@ -9,8 +9,10 @@ use anyhow::{Context as _, bail};
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn workspace_root() -> PathBuf {
-    // xtask lives one level below the workspace root.
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_owned()
+    // xtask lives one level below the workspace root. A real parent, not "xtask/..": callers take
+    // the root's own parent (`../shared` beside the clone).
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_owned()
 }
 
 /// Runs a command, failing with its command line when it fails.

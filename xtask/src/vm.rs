@@ -5,6 +5,7 @@
 //! command line and ends with one summary line, `syschaos-vm: N passed, M failed`, then reboots,
 //! which makes QEMU (-no-reboot) exit. We read that line from the serial console.
 mod initramfs;
+mod kernels;
 
 use std::{
     fs::File,
@@ -57,7 +58,12 @@ enum KernelChoice {
 
 struct Kernel {
     name: &'static str,
+    /// Its name in `../shared/kernels`.
     file: &'static str,
+    /// Its name in `target/vm-kernels/`, where it goes when the shared directory lacks it.
+    cached: &'static str,
+    /// How it gets there.
+    source: kernels::Source,
     /// The tests that make sense on this kernel.
     tests: &'static str,
 }
@@ -66,12 +72,16 @@ const KERNELS: [Kernel; 2] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
+        cached: "debian.vmlinuz",
+        source: kernels::Source::DebianImage,
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
         tests: "monitor,inject-lsm,inject-refused",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
+        cached: "override.bzImage",
+        source: kernels::Source::OverrideBuild,
         tests: "monitor,inject-kprobe",
     },
 ];
@@ -81,20 +91,16 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|k| args.kernel == KernelChoice::All || k.name == kernel_name(args.kernel))
         .collect();
-    // Check the kernels before spending minutes on builds.
-    let kernel_dir = kernel_dir();
-    for kernel in &kernels {
-        let path = kernel_dir.join(kernel.file);
-        anyhow::ensure!(path.is_file(), "kernel {} not found", path.display());
-    }
+    // The kernels first: fetching them (first run only) fails fast where builds take minutes.
+    let paths = kernels::paths(&kernels)?;
     let initrd = build_initramfs(&[])?;
 
     let mut results = Vec::new();
-    for kernel in kernels {
+    for (kernel, path) in kernels.into_iter().zip(paths) {
         let tests = args.tests.as_deref().unwrap_or(kernel.tests);
         let boot = Boot {
             name: kernel.name,
-            kernel: kernel_dir.join(kernel.file),
+            kernel: path,
             initrd: initrd.clone(),
             tests: tests.to_owned(),
             timeout: args.timeout,
@@ -110,15 +116,6 @@ fn kernel_name(choice: KernelChoice) -> &'static str {
         KernelChoice::Override => "override",
         KernelChoice::All => "all",
     }
-}
-
-/// `shared/kernels` lives beside the clone, wherever that is.
-fn kernel_dir() -> PathBuf {
-    let root = build::workspace_root();
-    root.parent()
-        .unwrap_or(&root)
-        .join("shared")
-        .join("kernels")
 }
 
 /// Builds the static binaries and writes target/vm/initramfs.cpio, with `extra` host files
@@ -208,11 +205,10 @@ pub fn run_bench(
         .iter()
         .find(|k| k.name == kernel)
         .with_context(|| format!("no kernel named {kernel}"))?;
-    let path = kernel_dir().join(kernel.file);
-    anyhow::ensure!(path.is_file(), "kernel {} not found", path.display());
+    let path = kernels::paths(&[kernel])?.into_iter().next();
     let boot = Boot {
         name: kernel.name,
-        kernel: path,
+        kernel: path.context("no path for the kernel")?,
         initrd: build_initramfs(host_files)?,
         tests: test.to_owned(),
         timeout,
