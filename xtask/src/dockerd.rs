@@ -29,12 +29,23 @@ pub fn ensure_running() -> anyhow::Result<()> {
     let log_path = workspace_root().join("target/dockerd.log");
     let log =
         fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
-    Command::new("dockerd")
+    let mut dockerd = Command::new("dockerd");
+    dockerd
         .args(["--bridge=none", "--iptables=false"])
         .stdout(log.try_clone()?)
         .stderr(log)
         // Its own process group: a Ctrl-C of the test run does not take the daemon down mid-way.
-        .process_group(0)
+        .process_group(0);
+    // The daemon outlives this run: it must not keep descriptors we inherited open, such as the
+    // lock of a `flock ... cargo xtask test`, which it would then hold forever.
+    // SAFETY: close_range is async-signal-safe and touches only the child's descriptors.
+    unsafe {
+        dockerd.pre_exec(|| {
+            libc::close_range(3, u32::MAX, 0);
+            Ok(())
+        });
+    }
+    dockerd
         .spawn()
         .context("cannot start dockerd (apt-get install docker.io)")?;
     let deadline = Instant::now() + Duration::from_secs(60);
