@@ -76,7 +76,9 @@ impl Runner {
             self.inject_and_recover(planned, engine, count, &mut spans)
                 .await?
         };
-        let injections = self.injections(&injected.installed, &self.last);
+        // Read now, not from the last 1 s sample: a phase that SIGINT, SIGTERM or an abort ends
+        // early has injected since (a removed rule's count stays readable).
+        let injections = self.injections(&injected.installed, &self.session.snapshot()?);
         let events: Vec<EventRecord> = self.results.events[events_before..].to_vec();
         let result = self.judge(
             planned,
