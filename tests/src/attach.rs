@@ -1,6 +1,7 @@
 //! A running `chaos-user attach`, stopped with SIGINT when dropped.
 use std::{
     io::{BufRead as _, BufReader},
+    path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -110,6 +111,11 @@ impl Attach {
         self.child.id()
     }
 
+    /// Its exit status if it has exited, None while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for chaos-user")
+    }
+
     /// Waits for chaos-user to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         wait_for("chaos-user to exit", timeout, || {
@@ -142,13 +148,24 @@ impl Drop for Attach {
 
 /// Runs `chaos-user ARGS` to completion: (exit status, stderr).
 pub fn run_chaos_user(args: &[&str], configure: impl FnOnce(&mut Command)) -> (ExitStatus, String) {
-    let mut command = Command::new(chaos_user_bin());
+    run_binary(&chaos_user_bin(), args, configure)
+}
+
+/// Runs `BINARY ARGS` (a chaos-user) to completion: (exit status, stderr).
+fn run_binary(
+    binary: &Path,
+    args: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> (ExitStatus, String) {
+    let mut command = Command::new(binary);
     command
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     configure(&mut command);
-    let output = command.output().expect("run chaos-user");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
     (
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -158,8 +175,18 @@ pub fn run_chaos_user(args: &[&str], configure: impl FnOnce(&mut Command)) -> (E
 /// Runs `chaos-user ARGS`, which must fail with exactly one error line containing `expected`
 /// and leave no program of ours loaded.
 pub fn assert_refused(args: &[&str], expected: &str, configure: impl FnOnce(&mut Command)) {
+    assert_binary_refused(&chaos_user_bin(), args, expected, configure);
+}
+
+/// [`assert_refused`] for a copy of chaos-user at `binary`.
+pub fn assert_binary_refused(
+    binary: &Path,
+    args: &[&str],
+    expected: &str,
+    configure: impl FnOnce(&mut Command),
+) {
     let floor = crate::newest_program_id();
-    let (status, stderr) = run_chaos_user(args, configure);
+    let (status, stderr) = run_binary(binary, args, configure);
     assert!(!status.success(), "chaos-user {args:?} succeeded");
     let errors: Vec<&str> = stderr
         .lines()

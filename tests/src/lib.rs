@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod docker;
+pub mod doctor;
 pub mod metrics;
 
 use std::{

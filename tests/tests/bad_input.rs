@@ -1,13 +1,26 @@
 //! Bad input: one clear error line, a non-zero exit, and nothing left attached.
-use std::{os::unix::process::CommandExt as _, process::Command};
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    process::Command,
+};
 
-use tests::{attach::assert_refused, docker::Container};
+use tests::{
+    TempDir,
+    attach::{assert_binary_refused, assert_refused},
+    chaos_user_bin,
+    docker::Container,
+};
+
+/// `attach ARGS`, bounded in time.
+fn attach_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec!["attach", "--quiet", "--duration", "5s"];
+    full.extend_from_slice(args);
+    full
+}
 
 /// Runs `chaos-user attach ARGS` and checks the one error line it must print.
 fn refused(args: &[&str], expected: &str, configure: impl FnOnce(&mut Command)) {
-    let mut full = vec!["attach", "--quiet", "--duration", "5s"];
-    full.extend_from_slice(args);
-    assert_refused(&full, expected, configure);
+    assert_refused(&attach_args(args), expected, configure);
 }
 
 #[test]
@@ -91,8 +104,27 @@ fn no_docker_daemon() {
 
 #[test]
 fn missing_privileges() {
-    refused(
-        &["--pid", "1"],
+    // nobody must be able to run the binary wherever the clone is (a private home, a mktemp -d
+    // folder): it runs a copy in a directory of its own, readable and executable by everyone.
+    let dir = TempDir::new("nobody");
+    let binary = dir.0.join("chaos-user");
+    std::fs::copy(chaos_user_bin(), &binary).unwrap();
+    for path in [&dir.0, &binary] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for ancestor in dir.0.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor).unwrap().permissions().mode();
+        assert!(
+            mode & 0o001 != 0,
+            "nobody cannot reach {} ({} is mode {mode:o}): \
+             set TMPDIR to a directory everyone can enter",
+            binary.display(),
+            ancestor.display()
+        );
+    }
+    assert_binary_refused(
+        &binary,
+        &attach_args(&["--pid", "1"]),
         "needs root, or the capabilities CAP_BPF",
         |command| {
             // nobody: no capabilities at all.

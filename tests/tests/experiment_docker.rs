@@ -10,9 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use helpers::{STEADY, Service, check_in_chromium, run_experiment, verdicts};
+use helpers::{
+    STEADY, Service, check_in_chromium, injected_only_in_the_perturbation_phase, run_experiment,
+    verdicts,
+};
 use serde_json::Value;
-use tests::{TempDir, chaos_user_bin, wait_for, workload_bin};
+use tests::{TempDir, chaos_user_bin, doctor::Doctor, wait_for, workload_bin};
 
 #[test]
 fn survives_retried_eintr_and_degrades_on_refused_backend() {
@@ -29,9 +32,9 @@ target:
       interval: 250ms
 perturbations:
   - name: backend connects interrupted half the time (retried)
-    rule: connect=EINTR,probability=0.5
+    rule: connect=EINTR,probability=0.5,engine=cgroup-sock
   - name: backend connections refused
-    rule: connect=ECONNREFUSED
+    rule: connect=ECONNREFUSED,engine=cgroup-sock
 ",
         server = service.server.name,
         load = service.load_yaml(&["/backend/status/200"]),
@@ -101,12 +104,7 @@ perturbations:
             .count();
         assert_eq!(n, 5, "{phase}");
     }
-    let injecting: u64 = samples
-        .iter()
-        .filter(|s| s["perturbation"] == 2 && s["phase"] != "perturbation")
-        .map(|s| s["injections"].as_u64().unwrap())
-        .sum();
-    assert_eq!(injecting, 0, "injections outside the perturbation phase");
+    injected_only_in_the_perturbation_phase(&results, 2);
     // Nothing left injected: the backend answers through the server.
     assert_eq!(service.get("/backend/status/200"), 200);
 
@@ -277,25 +275,11 @@ perturbations:
     assert!(out.join("report.html").exists() && out.join("samples.csv").exists());
 }
 
-/// The issue's own example, when this host has the ptrace engine (file syscalls are beyond
-/// cgroup-sock): openat EINTR on the server's files is retried (resilient); EACCES answers 500
-/// (degraded).
+/// The issue's own example on the ptrace engine (file syscalls are beyond cgroup-sock): openat
+/// EINTR on the server's files is retried (resilient); EACCES answers 500 (degraded).
 #[test]
-fn file_faults_through_ptrace_when_available() {
-    let doctor = Command::new(chaos_user_bin())
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
-    let doctor: Value = serde_json::from_slice(&doctor.stdout).unwrap_or_default();
-    let ptrace_works = doctor["engines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|e| e["engine"] == "ptrace" && e["works"] == true);
-    if !ptrace_works {
-        eprintln!("skipped: the ptrace engine is not available on this host");
-        return;
-    }
+fn file_faults_through_ptrace() {
+    Doctor::run().require_engine("ptrace");
     let service = Service::start("exp-files");
     let dir = TempDir::new("exp-files");
     let yaml = format!(
@@ -307,10 +291,12 @@ fn file_faults_through_ptrace_when_available() {
     errno: EINTR
     probability: 0.5
     path_prefix: /srv
+    engine: ptrace
   - name: files unreadable
     syscall: openat
     errno: EACCES
     path_prefix: /srv
+    engine: ptrace
 ",
         server = service.server.name,
         load = service.load_yaml(&["/file/index.html"]),

@@ -1,11 +1,13 @@
 //! The Perturbator on this host's kernel against real Docker containers: the cgroup-sock and
-//! signal engines (kprobe and LSM are tested in the VM kernels, `cargo xtask vm-test`).
+//! signal engines (kprobe and LSM are tested in the VM kernels, `cargo xtask vm-test`). Every
+//! errno rule names its engine: `auto` prefers kprobe and LSM where the host offers them.
 use std::time::Duration;
 
 use tests::{
     CallOutcome, assert_no_programs_since,
     attach::{Attach, assert_refused, run_chaos_user},
     docker::{Container, docker},
+    doctor::Doctor,
     newest_program_id, wait_for,
 };
 
@@ -35,6 +37,8 @@ fn connect_fails_with_the_asked_errno_in_the_target_only() {
         "connect",
         "--errno",
         "ECONNREFUSED",
+        "--engine",
+        "cgroup-sock",
     ]);
     assert!(
         attach.stderr().contains("via cgroup-sock"),
@@ -66,7 +70,7 @@ fn half_probability_stays_within_statistical_bounds() {
         "--container",
         &web.name,
         "--rule",
-        "connect=EHOSTUNREACH,probability=0.5",
+        "connect=EHOSTUNREACH,probability=0.5,engine=cgroup-sock",
     ]);
     let outcome = web.trigger_round(1).outcome("connect");
     // Binomial(400, 0.5): mean 200, standard deviation 10; 6 sigma either side.
@@ -95,6 +99,8 @@ fn count_and_nth_are_exact() {
         "ECONNREFUSED",
         "--count",
         "3",
+        "--engine",
+        "cgroup-sock",
     ]);
     assert_eq!(
         web.trigger_round(1).outcome("connect"),
@@ -111,7 +117,7 @@ fn count_and_nth_are_exact() {
         "--container",
         &web.name,
         "--rule",
-        "connect=ECONNREFUSED,nth=4",
+        "connect=ECONNREFUSED,nth=4,engine=cgroup-sock",
     ]);
     assert_eq!(
         web.trigger_round(3).outcome("connect"),
@@ -171,21 +177,32 @@ fn a_signal_rule_kills_the_process_at_its_nth_call() {
 #[test]
 fn rules_expire_in_the_kernel() {
     let web = Container::start("inj-expire", &["--connect", "5"]);
-    let attach = Attach::inject(&[
+    // No --duration: chaos-user runs until told to stop; only the rule has a time limit.
+    let mut attach = Attach::inject(&[
         "--container",
         &web.name,
         "--rule",
-        "connect=ECONNREFUSED,duration=2s",
+        "connect=ECONNREFUSED,duration=2s,engine=cgroup-sock",
     ]);
-    assert_eq!(web.trigger_round(1).outcome("connect").failed, 5);
+    assert_eq!(
+        web.trigger_round(1).outcome("connect"),
+        CallOutcome::failing(ECONNREFUSED, (1..=5).collect(), 5)
+    );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         web.trigger_round(2).outcome("connect"),
         CallOutcome::clean(5)
     );
-    assert!(
-        attach.stderr().contains("injecting"),
-        "chaos-user is still running"
+    // The kernel stopped applying the rule by itself: chaos-user still runs, and counts it.
+    assert_eq!(
+        attach.exited(),
+        None,
+        "chaos-user exited: {}",
+        attach.stderr()
+    );
+    assert_eq!(
+        attach.injections(&web.name, "connect", "ECONNREFUSED", "cgroup-sock"),
+        Some(5.0)
     );
 }
 
@@ -200,6 +217,8 @@ fn kill_9_of_chaos_user_stops_every_injection() {
         "connect",
         "--errno",
         "ECONNREFUSED",
+        "--engine",
+        "cgroup-sock",
     ]);
     assert_eq!(web.trigger_round(1).outcome("connect").failed, 5);
     attach.signal(libc::SIGKILL);
@@ -221,6 +240,8 @@ fn a_second_injector_on_the_same_target_is_refused_and_a_monitor_coexists() {
         "connect",
         "--errno",
         "ECONNREFUSED",
+        "--engine",
+        "cgroup-sock",
     ]);
     let (status, stderr) = run_chaos_user(
         &[
@@ -256,7 +277,7 @@ fn attach_can_inject_too() {
         "--container",
         &web.name,
         "--inject",
-        "connect=ECONNREFUSED,count=2",
+        "connect=ECONNREFUSED,count=2,engine=cgroup-sock",
     ]);
     assert_eq!(
         web.trigger_round(1).outcome("connect"),
@@ -336,12 +357,7 @@ fn bad_rules_are_refused_before_anything_is_attached() {
         ]),
         "no engine can inject openat errors on this kernel: cgroup-sock: covers only connect, bind, sendto, sendmsg, socket",
     );
-    // No in-kernel engine covers fsync on this host kernel (no kprobes, no BPF LSM); auto would
-    // pick ptrace (tests/tests/inject_ptrace.rs), a forced in-kernel engine is refused.
-    refused(
-        &with(&["--syscall", "fsync", "--errno", "EIO", "--engine", "kprobe"]),
-        "no engine can inject fsync errors on this kernel: kprobe:",
-    );
+    forced_kprobe_on_fsync(&target);
     refused(
         &with(&[
             "--syscall",
@@ -368,4 +384,35 @@ fn bad_rules_are_refused_before_anything_is_attached() {
         ],
         "no container named",
     );
+}
+
+/// kprobe is the only in-kernel engine that covers fsync (LSM has no hook for it). Forced where
+/// it does not work (no `bpf_override_return`), it is refused with doctor's reason; where it
+/// works, it injects.
+fn forced_kprobe_on_fsync(target: &[&str]) {
+    let rule = ["--syscall", "fsync", "--errno", "EIO", "--engine", "kprobe"];
+    match Doctor::run().engine_works("kprobe") {
+        Err(why) => refused(
+            &[target, &rule[..]].concat(),
+            &format!("no engine can inject fsync errors on this kernel: kprobe: {why}"),
+        ),
+        Ok(()) => {
+            let files = Container::start("inj-kprobe-fsync", &["--fsync", "3"]);
+            let attach =
+                Attach::inject(&[&["--container", files.name.as_str()], &rule[..]].concat());
+            assert!(
+                attach.stderr().contains("via kprobe"),
+                "{}",
+                attach.stderr()
+            );
+            assert_eq!(
+                files.trigger_round(1).outcome("fsync"),
+                CallOutcome::failing(libc::EIO, vec![1, 2, 3], 3)
+            );
+            assert_eq!(
+                attach.injections(&files.name, "fsync", "EIO", "kprobe"),
+                Some(3.0)
+            );
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! The ptrace engine against real Docker containers on this host: errno on calls no in-kernel
-//! engine covers here, delays before a call, probability, threads and processes created while
-//! attached, processes entering by `docker exec`, detaching under load, kill -9 of chaos-user,
-//! and a target that another tracer holds.
+//! The ptrace engine against real Docker containers on this host: errnos, delays before a call,
+//! probability, threads and processes created while attached, processes entering by `docker
+//! exec`, detaching under load, kill -9 of chaos-user, and a target that another tracer holds.
+//! Errno rules name the engine (`auto` prefers kprobe and LSM where the host offers them);
+//! rules with a delay leave it to `auto`, which can only pick ptrace for them, on any host.
 #[path = "inject_ptrace/helpers.rs"]
 mod helpers;
 
@@ -17,8 +18,8 @@ use helpers::{
 use tests::{
     CallOutcome,
     attach::{Attach, run_chaos_user},
-    chaos_user_bin,
     docker::{Container, docker},
+    doctor::Doctor,
     wait_for,
 };
 
@@ -38,20 +39,20 @@ fn errnos_on_five_syscalls_exactly_in_the_target_only() {
     ];
     let web = Container::start("ptr-web", &calls);
     let neighbour = Container::start("ptr-neighbour", &calls);
-    // No in-kernel engine covers these on this kernel: auto picks ptrace for each.
+    // Named: `auto` would take kprobe or LSM for these where the host offers them.
     let attach = Attach::inject(&[
         "--container",
         &web.name,
         "--rule",
-        "openat=EACCES,path-prefix=/syschaos-missing",
+        "openat=EACCES,path-prefix=/syschaos-missing,engine=ptrace",
         "--rule",
-        "read=EIO,count=4",
+        "read=EIO,count=4,engine=ptrace",
         "--rule",
-        "write=ENOSPC,nth=3",
+        "write=ENOSPC,nth=3,engine=ptrace",
         "--rule",
-        "fsync=EIO,count=10",
+        "fsync=EIO,count=10,engine=ptrace",
         "--rule",
-        "getppid=EPERM,count=6",
+        "getppid=EPERM,count=6,engine=ptrace",
     ]);
     assert_ptrace_rules(&attach, 5);
 
@@ -203,6 +204,8 @@ fn threads_created_while_attached_are_injected() {
         "getppid",
         "--errno",
         "EPERM",
+        "--engine",
+        "ptrace",
     ]);
     let outcome = web.trigger_round(1).outcome("thread-getppid");
     assert_eq!(outcome.calls, 200);
@@ -214,7 +217,7 @@ fn threads_created_while_attached_are_injected() {
         "--container",
         &web.name,
         "--rule",
-        "getppid=EACCES,count=120",
+        "getppid=EACCES,count=120,engine=ptrace",
     ]);
     let outcome = web.trigger_round(2).outcome("thread-getppid");
     assert_eq!(outcome.calls, 200);
@@ -240,6 +243,8 @@ fn forked_children_are_injected_too() {
         "getppid",
         "--errno",
         "EPERM",
+        "--engine",
+        "ptrace",
     ]);
     let report = web.trigger_round(1);
     assert_eq!(
@@ -265,6 +270,8 @@ fn a_process_entering_by_docker_exec_is_injected() {
         "getppid",
         "--errno",
         "EPERM",
+        "--engine",
+        "ptrace",
     ]);
     // It waits 1.5 s before its calls: the tracer finds it in cgroup.procs well before.
     let output = docker(&[
@@ -309,6 +316,8 @@ fn detaching_under_load_leaves_the_workload_running_at_full_speed() {
         "fsync",
         "--errno",
         "EIO",
+        "--engine",
+        "ptrace",
     ]);
     docker(&["kill", "-s", "USR1", &web.name]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -371,7 +380,12 @@ fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     assert_eq!(timing(&web, 2).3, 0, "nothing delayed after the kill");
 
     // The same with an errno rule.
-    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid=EPERM"]);
+    let mut attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid=EPERM,engine=ptrace",
+    ]);
     assert_eq!(web.trigger_round(3).outcome("time-getppid").failed, 60);
     attach.signal(libc::SIGKILL);
     attach.wait_exit(Duration::from_secs(10));
@@ -411,6 +425,8 @@ fn a_target_traced_by_another_tracer_is_refused_naming_it() {
             "getppid",
             "--errno",
             "EPERM",
+            "--engine",
+            "ptrace",
             "--quiet",
             "--no-metrics",
             "--duration",
@@ -439,7 +455,7 @@ fn the_tracer_lets_go_once_every_rule_has_expired() {
         "--container",
         &web.name,
         "--rule",
-        "getppid=EPERM,duration=1s",
+        "getppid=EPERM,duration=1s,engine=ptrace",
     ]);
     assert_eq!(web.trigger_round(1).outcome("getppid").failed, 5);
     wait_for("the tracer to detach", Duration::from_secs(10), || {
@@ -461,18 +477,9 @@ fn the_tracer_lets_go_once_every_rule_has_expired() {
 
 #[test]
 fn doctor_reports_the_ptrace_engine() {
-    let output = Command::new(chaos_user_bin())
-        .args(["doctor", "--json"])
-        .output()
-        .expect("run chaos-user doctor");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let ptrace = report["engines"]
-        .as_array()
-        .expect("engines")
-        .iter()
-        .find(|engine| engine["engine"] == "ptrace")
-        .expect("ptrace listed");
-    assert_eq!(ptrace["works"], true, "{ptrace}");
+    let doctor = Doctor::run();
+    assert_eq!(doctor.engine_works("ptrace"), Ok(()));
+    let ptrace = doctor.engine("ptrace");
     assert!(
         ptrace["covers"].as_str().unwrap().contains("any syscall"),
         "{ptrace}"
@@ -489,6 +496,8 @@ fn job_control_stops_work_while_traced_and_survive_the_detach() {
         "getppid",
         "--errno",
         "EPERM",
+        "--engine",
+        "ptrace",
     ]);
     // SIGSTOP: a group-stop, reported to the tracer, which keeps it (PTRACE_LISTEN).
     docker(&["kill", "-s", "STOP", &web.name]);
@@ -540,6 +549,8 @@ fn a_restarted_container_is_traced_again() {
         "getppid",
         "--errno",
         "EPERM",
+        "--engine",
+        "ptrace",
     ]);
     assert_eq!(web.trigger_round(1).outcome("getppid").failed, 4);
     web.restart();

@@ -209,3 +209,80 @@ steady_state:
     - metric: http.requests_per_sec
       within: 60%
 ";
+
+/// The target's connect calls that failed in each sample of perturbation `index`, as the monitor
+/// counted them (`syscall.connect.errors_per_sec` times the sample's interval), independently of
+/// the rules: (phase, t, failed calls), in time order.
+fn failed_connects(results: &Value, index: u64) -> Vec<(String, f64, f64)> {
+    let samples = results["samples"].as_array().expect("samples");
+    samples
+        .windows(2)
+        .filter(|pair| pair[1]["perturbation"] == index)
+        .map(|pair| {
+            let (before, sample) = (&pair[0], &pair[1]);
+            let unix_ms = |s: &Value| s["unix_ms"].as_f64().expect("unix_ms");
+            let seconds = (unix_ms(sample) - unix_ms(before)) / 1000.0;
+            let rate = sample["values"]["syscall.connect.errors_per_sec"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no connect errors recorded: {sample:#}"));
+            let phase = sample["phase"].as_str().expect("a phase").to_owned();
+            (phase, sample["t"].as_f64().expect("t"), rate * seconds)
+        })
+        .collect()
+}
+
+/// Perturbation `index` (a rule failing every backend connect of the server) failed connects
+/// only while its rule was in place, as the monitor saw it: none in its baseline or recovery,
+/// some in every second of its perturbation phase, and in all exactly as many as the engine
+/// says it injected.
+pub fn injected_only_in_the_perturbation_phase(results: &Value, index: u64) {
+    let failed = failed_connects(results, index);
+    eprintln!("failed connects per sample of perturbation {index}: {failed:?}");
+    let of = |phase: &str| -> Vec<(f64, f64)> {
+        failed
+            .iter()
+            .filter(|(p, ..)| p == phase)
+            .map(|&(_, t, n)| (t, n))
+            .collect()
+    };
+    let (baseline, during, recovery) = (of("baseline"), of("perturbation"), of("recovery"));
+    assert!(
+        !baseline.is_empty() && !during.is_empty() && recovery.len() >= 2,
+        "{failed:?}"
+    );
+    assert!(
+        baseline.iter().all(|&(_, n)| n < 0.5),
+        "connects failed before the rule was installed: {baseline:?}"
+    );
+    assert!(
+        during.iter().all(|&(_, n)| n >= 1.0),
+        "a second of the perturbation phase without a failed connect: {during:?}"
+    );
+    assert!(
+        recovery[1..].iter().all(|&(_, n)| n < 0.5),
+        "connects failed in the recovery phase: {recovery:?}"
+    );
+    // The first recovery sample also covers the moment between the phase's last sample and the
+    // rule's removal (the end of the injection window): at most the failures the phase's rate
+    // gives that moment, plus the load's and the probe's request in flight.
+    let perturbation = &results["perturbations"][index as usize - 1];
+    let removed_at = perturbation["injection_window"]["end_s"]
+        .as_f64()
+        .expect("an injection window");
+    let (last_t, _) = during[during.len() - 1];
+    let per_second = during.iter().map(|&(_, n)| n).fold(0.0, f64::max);
+    let bound = per_second * (removed_at - last_t).max(0.0) + 2.0;
+    assert!(
+        recovery[0].1 <= bound,
+        "{} connects failed in the first recovery sample: more than fit in the {:.3} s \
+         before the rule's removal (at most {bound:.1}): {recovery:?}",
+        recovery[0].1,
+        removed_at - last_t
+    );
+    let total: f64 = failed.iter().map(|&(.., n)| n).sum();
+    assert_eq!(
+        total.round() as u64,
+        perturbation["injections"].as_u64().expect("injections"),
+        "the monitor's failed connects ({total:.2}) against the engine's injections"
+    );
+}
