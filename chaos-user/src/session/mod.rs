@@ -69,10 +69,9 @@ pub struct TraceOptions {
     pub sample: u64,
 }
 
-/// A target followed into a new cgroup, or gone.
+/// What became of a target: it came back in a new cgroup, or it is gone.
 pub enum Change {
     Replaced(Target),
-    /// Returns how many targets are still active.
     Deactivated,
 }
 
