@@ -1,6 +1,6 @@
 //! Engine `ptrace`: errno and/or delay before any syscall, on any kernel, from outside the
-//! container. No eBPF program: the tracer is chaos-user itself. A dedicated OS thread owns the tracer (ptrace requests must come from the thread
-//! that attached): it seizes every thread of the target cgroups (`attach.rs`), handles their
+//! container. No eBPF program: the tracer is chaos-user itself. A dedicated OS thread owns the
+//! tracer (ptrace requests must come from the thread that attached): it seizes every thread of the target cgroups (`attach.rs`), handles their
 //! stops (`tracer.rs`), applies the rules (`rules.rs`), and detaches all on request
 //! (`detach.rs`). The session holds it as a [`PtraceEngine`] (`handle.rs`) and reads the
 //! injection counts through atomics.
