@@ -486,6 +486,30 @@ fn doctor_reports_the_ptrace_engine() {
     );
 }
 
+/// doctor seizes a child of its own, as the engine seizes a target: under `strace -f` the child is
+/// traced already, so the probe must say ptrace does not work, and why.
+#[test]
+fn doctor_tries_ptrace_for_real() {
+    let output = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null"])
+        .arg(tests::chaos_user_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("run chaos-user doctor under strace (apt-get install strace)");
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("doctor's JSON");
+    let ptrace = report["engines"]
+        .as_array()
+        .and_then(|engines| engines.iter().find(|e| e["engine"] == "ptrace"))
+        .expect("doctor lists the ptrace engine");
+    assert_eq!(ptrace["works"], false, "{ptrace}");
+    let reason = ptrace["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("PTRACE_SEIZE of a child of ours is refused (EPERM"),
+        "{reason}"
+    );
+}
+
 #[test]
 fn job_control_stops_work_while_traced_and_survive_the_detach() {
     let web = Container::start("ptr-stop", &["--getppid", "4"]);

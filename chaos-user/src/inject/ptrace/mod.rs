@@ -170,7 +170,44 @@ pub fn probe() -> Result<(), EngineError> {
     if effective & (1 << 19) == 0 {
         return Err(host("chaos-user lacks CAP_SYS_PTRACE"));
     }
-    Ok(())
+    try_seize()
+}
+
+/// Seizes, interrupts and releases a child of ours: what the engine does to a target's threads,
+/// tried for real (a seccomp profile or an LSM that forbids ptrace refuses it here).
+fn try_seize() -> Result<(), EngineError> {
+    use nix::{
+        sys::{
+            ptrace,
+            signal::{Signal, kill},
+            wait::{WaitPidFlag, waitpid},
+        },
+        unistd::{ForkResult, fork},
+    };
+    // SAFETY: the child calls only pause (async-signal-safe) until the parent kills it.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        },
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            return Err(EngineError::Host(format!(
+                "cannot fork a child to trace: {e}"
+            )));
+        }
+    };
+    let traced = ptrace::seize(child, ptrace::Options::empty())
+        .and_then(|()| ptrace::interrupt(child))
+        .and_then(|()| waitpid(child, Some(WaitPidFlag::__WALL)).map(drop))
+        .and_then(|()| ptrace::detach(child, None));
+    let _ = kill(child, Signal::SIGKILL);
+    let _ = waitpid(child, Some(WaitPidFlag::__WALL));
+    traced.map_err(|e| {
+        EngineError::Host(format!(
+            "PTRACE_SEIZE of a child of ours is refused ({e}): a seccomp profile, an LSM or a tracer of chaos-user itself forbids it"
+        ))
+    })
 }
 
 fn host(why: &str) -> EngineError {
