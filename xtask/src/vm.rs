@@ -34,6 +34,9 @@ pub struct VmTestArgs {
     /// Kill QEMU and fail the kernel after this long (e.g. 120s, 3m).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
+    /// RUST_LOG for chaos-user in the VM (`debug` shows a refused program's whole verifier log).
+    #[arg(long, value_name = "LEVEL")]
+    rust_log: Option<String>,
 }
 
 /// The same as no options on the command line (`cargo xtask test` runs it so).
@@ -43,6 +46,7 @@ impl Default for VmTestArgs {
             kernel: KernelChoice::All,
             tests: None,
             timeout: DEFAULT_TIMEOUT,
+            rust_log: None,
         }
     }
 }
@@ -51,8 +55,14 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum KernelChoice {
+    /// Debian trixie's 6.12.
     Debian,
+    /// 6.12 built with bpf_override_return.
     Override,
+    /// Debian bookworm's 6.1.
+    Bookworm,
+    /// Debian bullseye's 5.10.
+    Bullseye,
     All,
 }
 
@@ -68,12 +78,12 @@ struct Kernel {
     tests: &'static str,
 }
 
-const KERNELS: [Kernel; 2] = [
+const KERNELS: [Kernel; 4] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
         cached: "debian.vmlinuz",
-        source: kernels::Source::DebianImage,
+        source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
         tests: "monitor,inject-lsm,inject-refused",
     },
@@ -83,6 +93,20 @@ const KERNELS: [Kernel; 2] = [
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
         tests: "monitor,inject-kprobe",
+    },
+    Kernel {
+        name: "bookworm",
+        file: "debian-6.1.vmlinuz",
+        cached: "bookworm.vmlinuz",
+        source: kernels::Source::DebianImage("bookworm"),
+        tests: "monitor",
+    },
+    Kernel {
+        name: "bullseye",
+        file: "debian-5.10.vmlinuz",
+        cached: "bullseye.vmlinuz",
+        source: kernels::Source::DebianImage("bullseye"),
+        tests: "monitor",
     },
 ];
 
@@ -104,16 +128,28 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
             initrd: initrd.clone(),
             tests: tests.to_owned(),
             timeout: args.timeout,
+            params: kernel_params(kernel, args.rust_log.as_deref()),
         };
         results.push(boot.run());
     }
     report(&results)
 }
 
+/// The init's parameters for `kernel` beyond its tests.
+fn kernel_params(_kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
+    let mut params = Vec::new();
+    if let Some(level) = rust_log {
+        params.push(format!("syschaos.rust_log={level}"));
+    }
+    params
+}
+
 fn kernel_name(choice: KernelChoice) -> &'static str {
     match choice {
         KernelChoice::Debian => "debian",
         KernelChoice::Override => "override",
+        KernelChoice::Bookworm => "bookworm",
+        KernelChoice::Bullseye => "bullseye",
         KernelChoice::All => "all",
     }
 }
@@ -212,6 +248,7 @@ pub fn run_bench(
         initrd: build_initramfs(host_files)?,
         tests: test.to_owned(),
         timeout,
+        params: Vec::new(),
     };
     let started = Instant::now();
     let serial = boot.watch(started)?;
@@ -236,6 +273,8 @@ struct Boot {
     initrd: PathBuf,
     tests: String,
     timeout: Duration,
+    /// More `syschaos.*=` parameters for the init.
+    params: Vec<String>,
 }
 
 /// What one boot gave.
@@ -288,11 +327,15 @@ impl Boot {
             .timeout
             .saturating_sub(Duration::from_secs(15))
             .max(Duration::from_secs(10));
-        let append = format!(
+        let mut append = format!(
             "console=ttyS0 quiet panic=-1 syschaos.tests={} syschaos.watchdog={}",
             self.tests,
             watchdog.as_secs()
         );
+        for param in &self.params {
+            append.push(' ');
+            append.push_str(param);
+        }
         let mut qemu = Command::new("qemu-system-x86_64");
         // KVM does not work here: always TCG. No network device at all.
         qemu.args([

@@ -62,6 +62,11 @@ fn main() {
             Duration::from_secs(s.parse().unwrap_or(DEFAULT_WATCHDOG.as_secs()))
         }),
     );
+    if let Some(level) = param(&cmdline, "syschaos.rust_log") {
+        // SAFETY: no other thread reads the environment yet (the watchdog does not).
+        unsafe { std::env::set_var("RUST_LOG", level) };
+        println!("syschaos-vm: chaos-user runs with RUST_LOG={level}");
+    }
     if !mount_errors.is_empty() {
         record("setup", Err(mount_errors.join("; ")));
     }
