@@ -131,16 +131,17 @@ fn path_matches(ctx: &RawTracePointContext, rule: &InjectRule) -> bool {
     if unsafe { bpf_probe_read_user_str_bytes(address as *const u8, &mut path) }.is_err() {
         return false;
     }
-    let len = rule.path_prefix_len as usize;
+    // Every position is looked at, without a branch: those past the prefix count for nothing.
+    // A loop that stops at the prefix's length compiles to a count-down from min(len, 64) that
+    // verifiers before 6.x cannot bound (6.1 refuses it: "invalid access to map value").
+    let len = rule.path_prefix_len;
+    let mut differ = 0u8;
     for i in 0..PATH_PREFIX_MAX {
-        if i >= len {
-            break;
-        }
-        if path[i] != rule.path_prefix[i] {
-            return false;
-        }
+        // 0xff for i < len, else 0 (len is at most PATH_PREFIX_MAX).
+        let care = ((i as u32).wrapping_sub(len) >> 31) as u8;
+        differ |= (path[i] ^ rule.path_prefix[i]) & care.wrapping_neg();
     }
-    true
+    differ == 0
 }
 
 /// The `n`th syscall argument from the user registers saved at entry (x86_64 calling convention).

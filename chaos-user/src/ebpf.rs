@@ -127,6 +127,8 @@ pub fn short_error(error: impl std::fmt::Display) -> String {
         .iter()
         .any(|word| line.contains(word))
     });
+    // The log's first line may follow the error on its line: "... Verifier output: <line>".
+    let verdict = verdict.map(|line| line.rsplit("Verifier output: ").next().unwrap_or(line));
     match verdict {
         Some(verdict) if verdict != first => format!("{first}: {}", verdict.trim()),
         _ => first.to_owned(),
@@ -203,6 +205,13 @@ mod tests {
         assert_eq!(
             short_error(text),
             "load program failed: R0 invalid mem access"
+        );
+        let text = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). \
+                    Verifier output: BPF_STX uses reserved fields\nverification time 144 usec";
+        assert_eq!(
+            short_error(text),
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22): \
+             BPF_STX uses reserved fields"
         );
     }
 }

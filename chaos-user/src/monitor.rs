@@ -15,10 +15,7 @@ use chaos_common::{
 };
 use thiserror::Error;
 
-use crate::{
-    ebpf::{self, LoadError},
-    inject::engine::EngineError,
-};
+use crate::ebpf::{self, LoadError};
 
 #[derive(Debug, Error)]
 pub enum MonitorError {
@@ -36,10 +33,20 @@ pub enum MonitorError {
     Map(#[from] MapError),
 }
 
-/// What the in-kernel engines lack where the injecting entry program does not load: its exact
-/// `--nth`/`--count` counters use atomic fetch-and-add, which older verifiers refuse ("BPF_STX
-/// uses reserved fields").
-pub const NO_ATOMICS: &str = "BPF atomic fetch-and-add (Linux 5.12+) for the in-kernel engines";
+/// Why the in-kernel engines cannot work where the injecting entry program is refused (they take
+/// their decisions from it). Its exact `--nth`/`--count` counters use atomic fetch-and-add, which
+/// verifiers before 5.12 refuse with "BPF_STX uses reserved fields".
+fn in_kernel_refused(error: &LoadError) -> String {
+    let error = error.to_string();
+    if error.contains("BPF_STX uses reserved fields") {
+        format!(
+            "the kernel lacks BPF atomic fetch-and-add (Linux 5.12+), which the in-kernel engines \
+             count with ({error})"
+        )
+    } else {
+        format!("the in-kernel engines decide in {PROG_SYS_ENTER_INJECT}: {error}")
+    }
+}
 
 pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
@@ -71,21 +78,18 @@ impl Monitor {
     /// injecting one where the kernel takes it, else the plain one: the monitor (and the ptrace
     /// engine) still work, and [`Monitor::in_kernel_injection`] says why the other engines do not.
     pub fn take(ebpf: &mut Ebpf, count_syscalls: bool, inject: bool) -> Result<Self, MonitorError> {
-        let mut in_kernel_injection = Err("not loaded for injection".to_owned());
-        let mut entry = PROG_SYS_ENTER;
-        if inject {
-            in_kernel_injection = load(ebpf, PROG_SYS_ENTER_INJECT).map_err(|e| {
-                let error =
-                    EngineError::from(e).needs("the injecting sys_enter program", NO_ATOMICS);
-                ebpf::chain(&error)
-            });
-            if in_kernel_injection.is_ok() {
-                entry = PROG_SYS_ENTER_INJECT;
+        let in_kernel_injection = match inject {
+            true => load(ebpf, PROG_SYS_ENTER_INJECT).map_err(|e| in_kernel_refused(&e)),
+            false => Err("not loaded for injection".to_owned()),
+        };
+        let entry = match in_kernel_injection {
+            Ok(()) => PROG_SYS_ENTER_INJECT,
+            Err(_) => {
+                load(ebpf, PROG_SYS_ENTER)?;
+                PROG_SYS_ENTER
             }
-        }
-        for name in [entry, PROG_SYS_EXIT] {
-            load(ebpf, name)?;
-        }
+        };
+        load(ebpf, PROG_SYS_EXIT)?;
         Ok(Self {
             targets: ebpf::take_map(ebpf, MAP_TARGETS)?,
             target_filter: ebpf::take_map(ebpf, MAP_TARGET_FILTER)?,

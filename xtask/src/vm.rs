@@ -74,9 +74,17 @@ struct Kernel {
     cached: &'static str,
     /// How it gets there.
     source: kernels::Source,
-    /// The tests that make sense on this kernel.
+    /// The tests that make sense on this kernel: every engine that works there, and the
+    /// refusal of every one that does not.
     tests: &'static str,
+    /// What `doctor` must say of each engine there, in its order: `ENGINE:ok`, or `ENGINE:WORD`
+    /// with a word of the reason it does not work (the `doctor` test checks it).
+    engines: &'static str,
 }
+
+/// What every kernel runs: the monitor, trace, HTTP counting, doctor, the engines that work
+/// everywhere (ptrace), and the refusal of those that do not work there.
+const COMMON_TESTS: &str = "monitor,trace,http,doctor,inject-ptrace,engines-refused";
 
 const KERNELS: [Kernel; 4] = [
     Kernel {
@@ -85,28 +93,33 @@ const KERNELS: [Kernel; 4] = [
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
-        tests: "monitor,inject-lsm,inject-refused",
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
-        tests: "monitor,inject-kprobe",
+        tests: "inject-kprobe,inject-lsm,inject-cgroup-sock,inject-signal",
+        engines: "kprobe:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
     },
     Kernel {
         name: "bookworm",
         file: "debian-6.1.vmlinuz",
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
-        tests: "monitor",
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
     },
     Kernel {
         name: "bullseye",
         file: "debian-5.10.vmlinuz",
         cached: "bullseye.vmlinuz",
         source: kernels::Source::DebianImage("bullseye"),
-        tests: "monitor",
+        // No BPF atomics: only the ptrace engine injects.
+        tests: "",
+        engines: "kprobe:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
     },
 ];
 
@@ -121,12 +134,19 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for (kernel, path) in kernels.into_iter().zip(paths) {
-        let tests = args.tests.as_deref().unwrap_or(kernel.tests);
+        let tests = match &args.tests {
+            Some(tests) => tests.clone(),
+            None => [COMMON_TESTS, kernel.tests]
+                .into_iter()
+                .filter(|list| !list.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let boot = Boot {
             name: kernel.name,
             kernel: path,
             initrd: initrd.clone(),
-            tests: tests.to_owned(),
+            tests,
             timeout: args.timeout,
             params: kernel_params(kernel, args.rust_log.as_deref()),
         };
@@ -136,8 +156,8 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
 }
 
 /// The init's parameters for `kernel` beyond its tests.
-fn kernel_params(_kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
-    let mut params = Vec::new();
+fn kernel_params(kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
+    let mut params = vec![format!("syschaos.engines={}", kernel.engines)];
     if let Some(level) = rust_log {
         params.push(format!("syschaos.rust_log={level}"));
     }
