@@ -32,7 +32,7 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "LIST")]
     tests: Option<String>,
     /// Kill QEMU and fail the kernel after this long (e.g. 120s, 3m).
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
     timeout: Duration,
     /// RUST_LOG for chaos-user in the VM (`debug` shows a refused program's whole verifier log).
     #[arg(long, value_name = "LEVEL")]
@@ -51,7 +51,8 @@ impl Default for VmTestArgs {
     }
 }
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Each kernel's tests take about 50 s under TCG; the machine may be busy.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum KernelChoice {
@@ -591,6 +592,34 @@ mod tests {
         assert_eq!(parsed.kernel, default.kernel);
         assert_eq!(parsed.tests, default.tests);
         assert_eq!(parsed.timeout, default.timeout);
+    }
+
+    #[test]
+    fn every_kernel_names_every_engine_once_and_each_test_once() {
+        for kernel in &KERNELS {
+            let engines: Vec<&str> = kernel
+                .engines
+                .split(',')
+                .map(|item| item.split_once(':').map_or(item, |(engine, _)| engine))
+                .collect();
+            // doctor's order (chaos-user's ALL_ENGINES), which the `doctor` test compares.
+            assert_eq!(
+                engines,
+                ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace"],
+                "{}",
+                kernel.name
+            );
+            assert!(!kernel.engines.contains(' '), "{}", kernel.name);
+            let tests: Vec<&str> = [COMMON_TESTS, kernel.tests]
+                .iter()
+                .flat_map(|list| list.split(','))
+                .filter(|test| !test.is_empty())
+                .collect();
+            let mut unique = tests.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), tests.len(), "{}: {tests:?}", kernel.name);
+        }
     }
 
     #[test]
