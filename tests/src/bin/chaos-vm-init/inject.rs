@@ -17,6 +17,7 @@ use crate::{
     helpers::{ChaosUser, create_dir},
     json,
 };
+pub(crate) use phase::no_programs_left;
 use phase::{Expect, Phase, after_round, fault, run_phase};
 
 /// The file the workload's `open-missing` calls open (its `--path`). It exists, so an openat that

@@ -11,6 +11,7 @@ use std::{
 
 use crate::{
     helpers::{ChaosUser, ChaosUserOutput, create_dir, expect_success, spawn_in_cgroup, workload},
+    inject::no_programs_left,
     json,
 };
 
@@ -63,7 +64,8 @@ pub fn trace() -> Result<(), String> {
     thread::sleep(Duration::from_millis(1500));
     chaos_user.interrupt()?;
     let output = chaos_user.finish(Duration::from_secs(60))?;
-    check_trace(&output, label)
+    check_trace(&output, label)?;
+    no_programs_left()
 }
 
 fn check_trace(output: &ChaosUserOutput, label: &str) -> Result<(), String> {
@@ -154,7 +156,8 @@ pub fn http() -> Result<(), String> {
     chaos_user.interrupt()?;
     let output = chaos_user.finish(Duration::from_secs(60))?;
     drop(server);
-    check_http(&output, label)
+    check_http(&output, label)?;
+    no_programs_left()
 }
 
 /// The server, killed when the test ends however it ends.
