@@ -27,8 +27,9 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }
 
-/// The eBPF programs use atomic fetch-add (exact `--nth`/`--count` across CPUs), which needs BPF
-/// cpu v3 (kernel 5.12+ runs it). aya-build fixes the inner build's RUSTFLAGS, so the flag goes in
+/// The injecting programs use atomic fetch-add (exact `--nth`/`--count` across CPUs), which needs
+/// BPF cpu v3 (kernel 5.12+ runs it; the rest of v3, jmp32 and alu32, runs on 5.10, where the
+/// monitor's programs, which hold no atomics, load). aya-build fixes the inner build's RUSTFLAGS, so the flag goes in
 /// as a profile setting of that nightly cargo, through the environment it inherits from us.
 fn target_bpf_cpu_v3() {
     // SAFETY: the build script is single-threaded at this point.

@@ -38,6 +38,8 @@ pub const MAP_TRACE_SEEN: &str = "TRACE_SEEN";
 
 /// Names of the monitor's programs, as `chaos-ebpf` exports them.
 pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
+/// The entry program that also decides injections (atomic fetch-and-add: kernel 5.12+).
+pub const PROG_SYS_ENTER_INJECT: &str = "monitor_sys_enter_inject";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
 /// HTTP counting's `cgroup_skb` programs, attached to each target's cgroup.
 pub const PROG_HTTP_INGRESS: &str = "http_ingress";
@@ -76,6 +78,7 @@ pub const PROG_INJECT_CGROUP_SOCK_CREATE: &str = "inject_cgroup_sock_create";
 /// these, so a program renamed on one side fails a unit test, not a user's run.
 pub const PROGRAMS: &[&str] = &[
     PROG_SYS_ENTER,
+    PROG_SYS_ENTER_INJECT,
     PROG_SYS_EXIT,
     PROG_HTTP_INGRESS,
     PROG_HTTP_EGRESS,

@@ -1,5 +1,5 @@
 //! Perturbator, shared part: the decision to inject, taken at syscall entry (from the monitor's
-//! `sys_enter`, for targets only), and the hand-over to the engine hook that carries it out later
+//! `monitor_sys_enter_inject`, for targets only), and the hand-over to the engine hook that carries it out later
 //! in the same call (`take_pending`). Engines: `inject_kprobe.rs`, `inject_lsm.rs`,
 //! `inject_cgroup_sock.rs`, and `inject_signal.rs`, which acts at once, from here.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
@@ -29,16 +29,6 @@ static INJECTIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0
 
 #[map]
 static RULE_SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
-
-/// Set by the loader when rules may exist; a plain monitor skips the rule lookup entirely
-/// (the verifier prunes the dead branch, as this is read-only data).
-#[unsafe(no_mangle)]
-static INJECT_ENABLED: u8 = 0;
-
-#[inline(always)]
-pub fn enabled() -> bool {
-    unsafe { core::ptr::read_volatile(&INJECT_ENABLED) != 0 }
-}
 
 /// Decides whether this call of a target gets a fault. Errno faults are parked in `call` for the
 /// engine's hook; signals are sent now (they are delivered when the call returns to user space).
@@ -141,16 +131,17 @@ fn path_matches(ctx: &RawTracePointContext, rule: &InjectRule) -> bool {
     if unsafe { bpf_probe_read_user_str_bytes(address as *const u8, &mut path) }.is_err() {
         return false;
     }
-    let len = rule.path_prefix_len as usize;
+    // Every position is looked at, without a branch: those past the prefix count for nothing.
+    // A loop that stops at the prefix's length compiles to a count-down from min(len, 64) that
+    // verifiers before 6.x cannot bound (6.1 refuses it: "invalid access to map value").
+    let len = rule.path_prefix_len;
+    let mut differ = 0u8;
     for i in 0..PATH_PREFIX_MAX {
-        if i >= len {
-            break;
-        }
-        if path[i] != rule.path_prefix[i] {
-            return false;
-        }
+        // 0xff for i < len, else 0 (len is at most PATH_PREFIX_MAX).
+        let care = ((i as u32).wrapping_sub(len) >> 31) as u8;
+        differ |= (path[i] ^ rule.path_prefix[i]) & care.wrapping_neg();
     }
-    true
+    differ == 0
 }
 
 /// The `n`th syscall argument from the user registers saved at entry (x86_64 calling convention).

@@ -71,8 +71,23 @@ static IDLE_CALL: InflightCall = InflightCall {
     args: [0; 6],
 };
 
+/// The entry program of a plain monitor (and of trace): no rule lookup, and no atomic
+/// instruction, so it loads on kernels older than 5.12.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, false)
+}
+
+/// The entry program of a session that may inject: also decides the injections
+/// (`inject::decide`), whose exact counts need BPF atomic fetch-and-add (5.12+). The loader
+/// attaches one of the two.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn monitor_sys_enter_inject(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, true)
+}
+
+#[inline(always)]
+fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let Some(slot) = target_slot(cgroup_id) else {
         return 0;
@@ -105,10 +120,10 @@ pub fn monitor_sys_enter(ctx: RawTracePointContext) -> i32 {
     call.pending_errno = 0;
     call.injected = 0;
     if trace::enabled() {
-        call.args = syscall_args(&ctx);
+        call.args = syscall_args(ctx);
     }
-    if inject::enabled() {
-        inject::decide(&ctx, call);
+    if inject {
+        inject::decide(ctx, call);
     }
     if is_never_returning(syscall) {
         // No sys_exit follows: nothing to time, and an errno rule cannot apply.
@@ -143,14 +158,13 @@ enum Listed {
 #[inline(always)]
 fn listed_slot(cgroup_id: u64) -> Option<Listed> {
     let filter = TARGET_FILTER.get(0)?;
-    let len = filter.len;
-    if len == TargetFilter::ALL {
+    if filter.len == TargetFilter::ALL {
         return Some(Listed::Unknown);
     }
+    // Every position is compared, not only the first `len`: free ones and those past `len` hold
+    // id 0, which no task's cgroup has. A loop bounded by `len` compiles to a count-down from
+    // min(len, 8) that the 5.10 verifier cannot bound (it walks past the array and refuses).
     for i in 0..TARGET_FILTER_IDS {
-        if i as u32 >= len {
-            break;
-        }
         if filter.cgroup_ids[i] == cgroup_id {
             return Some(Listed::Slot(filter.slots[i]));
         }

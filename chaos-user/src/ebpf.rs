@@ -48,7 +48,6 @@ pub enum LoadError {
 /// The object's read-only globals: what to compile in or out of the hot paths at load time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Globals {
-    pub inject: bool,
     pub trace: bool,
     pub trace_failed_only: bool,
     /// Keep one traced call in N (0 and 1: all).
@@ -63,7 +62,6 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let exit_nr = syscalls::Sysno::exit.id() as u32;
     let exit_group_nr = syscalls::Sysno::exit_group.id() as u32;
-    let inject = u8::from(globals.inject);
     let trace = u8::from(globals.trace);
     let failed_only = u8::from(globals.trace_failed_only);
     let sample = globals.trace_sample.max(1);
@@ -71,7 +69,6 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
     EbpfLoader::new()
         .override_global("SYS_EXIT_NR", &exit_nr, true)
         .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
-        .override_global("INJECT_ENABLED", &inject, true)
         .override_global("TRACE_ENABLED", &trace, true)
         .override_global("TRACE_FAILED_ONLY", &failed_only, true)
         .override_global("TRACE_SAMPLE", &sample, true)
@@ -125,10 +122,13 @@ pub fn short_error(error: impl std::fmt::Display) -> String {
             "invalid",
             "Permission denied",
             "should have been in",
+            "reserved fields",
         ]
         .iter()
         .any(|word| line.contains(word))
     });
+    // The log's first line may follow the error on its line: "... Verifier output: <line>".
+    let verdict = verdict.map(|line| line.rsplit("Verifier output: ").next().unwrap_or(line));
     match verdict {
         Some(verdict) if verdict != first => format!("{first}: {}", verdict.trim()),
         _ => first.to_owned(),
@@ -205,6 +205,13 @@ mod tests {
         assert_eq!(
             short_error(text),
             "load program failed: R0 invalid mem access"
+        );
+        let text = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). \
+                    Verifier output: BPF_STX uses reserved fields\nverification time 144 usec";
+        assert_eq!(
+            short_error(text),
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22): \
+             BPF_STX uses reserved fields"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The monitor: counts every call of the targets per (slot, syscall), failures per errno, and
-//! latency, in the kernel (`chaos-ebpf/src/monitor.rs`, programs `monitor_sys_enter` and
-//! `monitor_sys_exit` on the raw_syscalls tracepoints). It owns the target maps and the counters.
+//! latency, in the kernel (`chaos-ebpf/src/monitor.rs`, programs `monitor_sys_enter` (or
+//! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints). It owns the target maps and the counters.
 use std::collections::BTreeMap;
 
 use aya::{
@@ -10,7 +10,8 @@ use aya::{
 };
 use chaos_common::{
     ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS,
-    PROG_SYS_ENTER, PROG_SYS_EXIT, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter,
+    PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, StatsKey, SyscallStats,
+    TARGET_FILTER_IDS, TargetFilter,
 };
 use thiserror::Error;
 
@@ -32,6 +33,21 @@ pub enum MonitorError {
     Map(#[from] MapError),
 }
 
+/// Why the in-kernel engines cannot work where the injecting entry program is refused (they take
+/// their decisions from it). Its exact `--nth`/`--count` counters use atomic fetch-and-add, which
+/// verifiers before 5.12 refuse with "BPF_STX uses reserved fields".
+fn in_kernel_refused(error: &LoadError) -> String {
+    let error = error.to_string();
+    if error.contains("BPF_STX uses reserved fields") {
+        format!(
+            "the kernel lacks BPF atomic fetch-and-add (Linux 5.12+), which the in-kernel engines \
+             count with ({error})"
+        )
+    } else {
+        format!("the in-kernel engines decide in {PROG_SYS_ENTER_INJECT}: {error}")
+    }
+}
+
 pub struct Monitor {
     targets: HashMap<MapData, u64, u32>,
     /// The kernel's quick "surely not a target" check, kept in step with `targets`.
@@ -41,6 +57,10 @@ pub struct Monitor {
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     /// Whether `start` attaches the syscall tracepoints (off: HTTP and resources only).
     count_syscalls: bool,
+    /// The entry program loaded: the injecting one, or the plain one.
+    entry: &'static str,
+    /// Whether the injecting entry program loaded (the in-kernel engines need it), and why not.
+    in_kernel_injection: Result<(), String>,
 }
 
 /// Counters summed over CPUs.
@@ -51,18 +71,25 @@ pub struct Counters {
     pub errors: BTreeMap<(u32, u32, u32), u64>,
 }
 
-const TRACEPOINTS: [(&str, &str); 2] = [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")];
-
 impl Monitor {
     /// Loads the tracepoint programs and takes the counting maps; nothing is attached until
     /// [`Monitor::start`]. Without `count_syscalls` the programs stay loaded but unattached
-    /// (HTTP counting still needs the target maps).
-    pub fn take(ebpf: &mut Ebpf, count_syscalls: bool) -> Result<Self, MonitorError> {
-        for (name, tracepoint) in TRACEPOINTS {
-            raw_tracepoint(ebpf, name)?
-                .load()
-                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
-        }
+    /// (HTTP counting still needs the target maps). With `inject`, the entry program is the
+    /// injecting one where the kernel takes it, else the plain one: the monitor (and the ptrace
+    /// engine) still work, and [`Monitor::in_kernel_injection`] says why the other engines do not.
+    pub fn take(ebpf: &mut Ebpf, count_syscalls: bool, inject: bool) -> Result<Self, MonitorError> {
+        let in_kernel_injection = match inject {
+            true => load(ebpf, PROG_SYS_ENTER_INJECT).map_err(|e| in_kernel_refused(&e)),
+            false => Err("not loaded for injection".to_owned()),
+        };
+        let entry = match in_kernel_injection {
+            Ok(()) => PROG_SYS_ENTER_INJECT,
+            Err(_) => {
+                load(ebpf, PROG_SYS_ENTER)?;
+                PROG_SYS_ENTER
+            }
+        };
+        load(ebpf, PROG_SYS_EXIT)?;
         Ok(Self {
             targets: ebpf::take_map(ebpf, MAP_TARGETS)?,
             target_filter: ebpf::take_map(ebpf, MAP_TARGET_FILTER)?,
@@ -70,7 +97,14 @@ impl Monitor {
             stats: ebpf::take_map(ebpf, MAP_SYSCALL_STATS)?,
             errors: ebpf::take_map(ebpf, MAP_SYSCALL_ERRORS)?,
             count_syscalls,
+            entry,
+            in_kernel_injection,
         })
+    }
+
+    /// Whether the in-kernel engines can work: the injecting entry program loaded.
+    pub fn in_kernel_injection(&self) -> &Result<(), String> {
+        &self.in_kernel_injection
     }
 
     /// Attaches the raw tracepoints: counting (and injecting) starts.
@@ -78,7 +112,7 @@ impl Monitor {
         if !self.count_syscalls {
             return Ok(());
         }
-        for (name, tracepoint) in TRACEPOINTS {
+        for (name, tracepoint) in [(self.entry, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
             raw_tracepoint(ebpf, name)?
                 .attach(tracepoint)
                 .map_err(|source| MonitorError::Attach { tracepoint, source })?;
@@ -188,6 +222,11 @@ impl FilterIds {
         }
         filter
     }
+}
+
+/// Loads one of the tracepoint programs, a refusal summed up in one line.
+fn load(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
+    ebpf::loaded(name, raw_tracepoint(ebpf, name)?.load())
 }
 
 fn raw_tracepoint<'a>(

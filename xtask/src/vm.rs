@@ -32,8 +32,11 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "LIST")]
     tests: Option<String>,
     /// Kill QEMU and fail the kernel after this long (e.g. 120s, 3m).
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
     timeout: Duration,
+    /// RUST_LOG for chaos-user in the VM (`debug` shows a refused program's whole verifier log).
+    #[arg(long, value_name = "LEVEL")]
+    rust_log: Option<String>,
 }
 
 /// The same as no options on the command line (`cargo xtask test` runs it so).
@@ -43,16 +46,24 @@ impl Default for VmTestArgs {
             kernel: KernelChoice::All,
             tests: None,
             timeout: DEFAULT_TIMEOUT,
+            rust_log: None,
         }
     }
 }
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Each kernel's tests take about 50 s under TCG; the machine may be busy.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum KernelChoice {
+    /// Debian trixie's 6.12.
     Debian,
+    /// 6.12 built with bpf_override_return.
     Override,
+    /// Debian bookworm's 6.1.
+    Bookworm,
+    /// Debian bullseye's 5.10.
+    Bullseye,
     All,
 }
 
@@ -64,25 +75,52 @@ struct Kernel {
     cached: &'static str,
     /// How it gets there.
     source: kernels::Source,
-    /// The tests that make sense on this kernel.
+    /// The tests that make sense on this kernel: every engine that works there, and the
+    /// refusal of every one that does not.
     tests: &'static str,
+    /// What `doctor` must say of each engine there, in its order: `ENGINE:ok`, or `ENGINE:WORD`
+    /// with a word of the reason it does not work (the `doctor` test checks it).
+    engines: &'static str,
 }
 
-const KERNELS: [Kernel; 2] = [
+/// What every kernel runs: the monitor, trace, HTTP counting, doctor, the engines that work
+/// everywhere (ptrace), and the refusal of those that do not work there.
+const COMMON_TESTS: &str = "monitor,trace,http,doctor,inject-ptrace,engines-refused";
+
+const KERNELS: [Kernel; 4] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
         cached: "debian.vmlinuz",
-        source: kernels::Source::DebianImage,
+        source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
-        tests: "monitor,inject-lsm,inject-refused",
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
-        tests: "monitor,inject-kprobe",
+        tests: "inject-kprobe,inject-lsm,inject-cgroup-sock,inject-signal",
+        engines: "kprobe:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+    },
+    Kernel {
+        name: "bookworm",
+        file: "debian-6.1.vmlinuz",
+        cached: "bookworm.vmlinuz",
+        source: kernels::Source::DebianImage("bookworm"),
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+    },
+    Kernel {
+        name: "bullseye",
+        file: "debian-5.10.vmlinuz",
+        cached: "bullseye.vmlinuz",
+        source: kernels::Source::DebianImage("bullseye"),
+        // No BPF atomics: only the ptrace engine injects.
+        tests: "",
+        engines: "kprobe:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
     },
 ];
 
@@ -97,23 +135,42 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for (kernel, path) in kernels.into_iter().zip(paths) {
-        let tests = args.tests.as_deref().unwrap_or(kernel.tests);
+        let tests = match &args.tests {
+            Some(tests) => tests.clone(),
+            None => [COMMON_TESTS, kernel.tests]
+                .into_iter()
+                .filter(|list| !list.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let boot = Boot {
             name: kernel.name,
             kernel: path,
             initrd: initrd.clone(),
-            tests: tests.to_owned(),
+            tests,
             timeout: args.timeout,
+            params: kernel_params(kernel, args.rust_log.as_deref()),
         };
         results.push(boot.run());
     }
     report(&results)
 }
 
+/// The init's parameters for `kernel` beyond its tests.
+fn kernel_params(kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
+    let mut params = vec![format!("syschaos.engines={}", kernel.engines)];
+    if let Some(level) = rust_log {
+        params.push(format!("syschaos.rust_log={level}"));
+    }
+    params
+}
+
 fn kernel_name(choice: KernelChoice) -> &'static str {
     match choice {
         KernelChoice::Debian => "debian",
         KernelChoice::Override => "override",
+        KernelChoice::Bookworm => "bookworm",
+        KernelChoice::Bullseye => "bullseye",
         KernelChoice::All => "all",
     }
 }
@@ -212,6 +269,7 @@ pub fn run_bench(
         initrd: build_initramfs(host_files)?,
         tests: test.to_owned(),
         timeout,
+        params: Vec::new(),
     };
     let started = Instant::now();
     let serial = boot.watch(started)?;
@@ -236,6 +294,8 @@ struct Boot {
     initrd: PathBuf,
     tests: String,
     timeout: Duration,
+    /// More `syschaos.*=` parameters for the init.
+    params: Vec<String>,
 }
 
 /// What one boot gave.
@@ -288,11 +348,15 @@ impl Boot {
             .timeout
             .saturating_sub(Duration::from_secs(15))
             .max(Duration::from_secs(10));
-        let append = format!(
+        let mut append = format!(
             "console=ttyS0 quiet panic=-1 syschaos.tests={} syschaos.watchdog={}",
             self.tests,
             watchdog.as_secs()
         );
+        for param in &self.params {
+            append.push(' ');
+            append.push_str(param);
+        }
         let mut qemu = Command::new("qemu-system-x86_64");
         // KVM does not work here: always TCG. No network device at all.
         qemu.args([
@@ -528,6 +592,34 @@ mod tests {
         assert_eq!(parsed.kernel, default.kernel);
         assert_eq!(parsed.tests, default.tests);
         assert_eq!(parsed.timeout, default.timeout);
+    }
+
+    #[test]
+    fn every_kernel_names_every_engine_once_and_each_test_once() {
+        for kernel in &KERNELS {
+            let engines: Vec<&str> = kernel
+                .engines
+                .split(',')
+                .map(|item| item.split_once(':').map_or(item, |(engine, _)| engine))
+                .collect();
+            // doctor's order (chaos-user's ALL_ENGINES), which the `doctor` test compares.
+            assert_eq!(
+                engines,
+                ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace"],
+                "{}",
+                kernel.name
+            );
+            assert!(!kernel.engines.contains(' '), "{}", kernel.name);
+            let tests: Vec<&str> = [COMMON_TESTS, kernel.tests]
+                .iter()
+                .flat_map(|list| list.split(','))
+                .filter(|test| !test.is_empty())
+                .collect();
+            let mut unique = tests.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), tests.len(), "{}: {tests:?}", kernel.name);
+        }
     }
 
     #[test]

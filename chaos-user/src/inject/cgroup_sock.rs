@@ -81,7 +81,7 @@ pub fn attach(
             path: cgroup_dir.to_owned(),
             source,
         })?;
-        // On 5.7+ (we need 5.12) aya attaches with a bpf_link: it coexists with other programs
+        // On 5.7+ (we need 5.18) aya attaches with a bpf_link: it coexists with other programs
         // on the cgroup (link_create takes no multi flag) and goes away with us.
         let mode = CgroupAttachMode::Single;
         let attached = match ebpf.program_mut(program) {

@@ -262,9 +262,13 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Probes every engine for real.
-    pub fn probe(kernel: &mut KernelPrograms) -> Self {
-        let mut probe = |engine: Engine| engine.probe(kernel).map_err(|error| ebpf::chain(&error));
+    /// Probes every engine for real; the in-kernel ones only where the injecting entry program
+    /// loaded (`in_kernel`), as they take their decisions from it.
+    pub fn probe(kernel: &mut KernelPrograms, in_kernel: &Result<(), String>) -> Self {
+        let mut probe = |engine: Engine| match in_kernel {
+            Err(why) if engine != Engine::Ptrace => Err(why.clone()),
+            _ => engine.probe(kernel).map_err(|error| ebpf::chain(&error)),
+        };
         Self {
             kprobe: probe(Engine::Kprobe),
             lsm: probe(Engine::Lsm),

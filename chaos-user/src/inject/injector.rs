@@ -25,6 +25,8 @@ pub struct Injector {
     injections: PerCpuArray<MapData, u64>,
     /// Programs loaded, and attachments made, so far ("load:inject_kprobe", ...).
     done: HashSet<String>,
+    /// Whether the injecting entry program loaded: the in-kernel engines need it.
+    in_kernel: Result<(), String>,
 }
 
 /// A rule as installed for one target.
@@ -38,18 +40,23 @@ pub struct InstalledRule {
 }
 
 impl Injector {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+    /// The rule maps; `in_kernel` says whether the injecting entry program loaded.
+    pub fn take(ebpf: &mut Ebpf, in_kernel: Result<(), String>) -> Result<Self, LoadError> {
         Ok(Self {
             rules: ebpf::take_map(ebpf, MAP_INJECT_RULES)?,
             rule_syscalls: ebpf::take_map(ebpf, MAP_RULE_SYSCALLS)?,
             injections: ebpf::take_map(ebpf, MAP_INJECTIONS)?,
             done: HashSet::new(),
+            in_kernel,
         })
     }
 
     /// Which engines this kernel offers, each tried for real.
     pub fn capabilities(&mut self, ebpf: &mut Ebpf) -> Capabilities {
-        Capabilities::probe(&mut KernelPrograms::new(ebpf, &mut self.done))
+        Capabilities::probe(
+            &mut KernelPrograms::new(ebpf, &mut self.done),
+            &self.in_kernel,
+        )
     }
 
     /// Attaches what the rule's engine needs and puts the rule in the kernel.

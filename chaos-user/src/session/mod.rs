@@ -84,13 +84,12 @@ impl Session {
     pub fn load(options: &LoadOptions) -> Result<Self, SessionError> {
         let trace = options.trace.unwrap_or_default();
         let mut ebpf = ebpf::load(&ebpf::Globals {
-            inject: options.inject,
             trace: options.trace.is_some(),
             trace_failed_only: trace.failed_only,
             trace_sample: trace.sample,
             latency_sample: options.latency_sample,
         })?;
-        let monitor = Monitor::take(&mut ebpf, options.syscalls)?;
+        let monitor = Monitor::take(&mut ebpf, options.syscalls, options.inject)?;
         let http = match options.http {
             true => Some(HttpCounting::load(&mut ebpf)?),
             false => None,
@@ -100,7 +99,10 @@ impl Session {
             None => None,
         };
         let injector = match options.inject {
-            true => Some(crate::inject::injector::Injector::take(&mut ebpf)?),
+            true => Some(crate::inject::injector::Injector::take(
+                &mut ebpf,
+                monitor.in_kernel_injection().clone(),
+            )?),
             false => None,
         };
         Ok(Self {

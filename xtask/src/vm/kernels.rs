@@ -1,15 +1,16 @@
 //! The test kernels: from `../shared/kernels` (or `$SYSCHAOS_KERNELS_DIR`) when they are there,
 //! else fetched and built once into `target/vm-kernels/` (`cargo clean` clears them).
 //!
-//! - debian: Debian trixie's stock `linux-image-*-amd64` (the one `linux-image-amd64` depends
-//!   on today), its `boot/vmlinuz-*` unchanged: the kernel of the `-unsigned` package (which
-//!   `../shared/kernels` holds), with Debian's Secure Boot signature that QEMU ignores.
+//! - debian, bookworm, bullseye: the stock `linux-image-*-amd64` of Debian trixie (6.12),
+//!   bookworm (6.1) and bullseye (5.10), the one `linux-image-amd64` of that release depends on
+//!   today, its `boot/vmlinuz-*` unchanged: the kernel of the `-unsigned` package (which
+//!   `../shared/kernels` holds for trixie), with Debian's Secure Boot signature that QEMU ignores.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
 //!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
 //!
-//! Trixie's packages come through an apt configuration of our own (sources list, lists, cache
-//! and an empty dpkg status under `target/vm-kernels/work/apt/`, signed by Debian's archive keyring):
-//! the machine's apt sources are left alone. Every step runs with a time limit and its output in
+//! Debian's packages come through an apt configuration of our own per release (sources list,
+//! lists, cache and an empty dpkg status under `target/vm-kernels/work/apt-<release>/`, signed by
+//! Debian's archive keyring): the machine's apt sources are left alone. Every step runs with a time limit and its output in
 //! `target/vm-kernels/work/log`; a kernel gets its final name last, once complete (a rename).
 use std::{
     fs::{self, File},
@@ -35,7 +36,10 @@ use self::{apt::*, steps::*};
 /// Where to look for the kernels instead of `../shared/kernels`.
 const DIR_VARIABLE: &str = "SYSCHAOS_KERNELS_DIR";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-const SOURCES: &str = "http://deb.debian.org/debian trixie main";
+/// The archive of every release we take kernels from (bullseye included, as long as it is there).
+const MIRROR: &str = "http://deb.debian.org/debian";
+/// The release of the kernel source of the override build.
+const SOURCE_RELEASE: &str = "trixie";
 /// The metapackage that names the stock kernel of the release.
 const IMAGE_METAPACKAGE: &str = "linux-image-amd64";
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
@@ -59,8 +63,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// How a kernel missing from the shared directory gets into `target/vm-kernels/`.
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
-    /// Debian's stock kernel package, unchanged.
-    DebianImage,
+    /// The stock kernel package of this Debian release (`trixie`, `bookworm`...), unchanged.
+    DebianImage(&'static str),
     /// Built from Debian's kernel source with our configuration fragment.
     OverrideBuild,
 }
@@ -111,14 +115,15 @@ fn shared_dir() -> PathBuf {
 struct Fetch {
     work: PathBuf,
     log: PathBuf,
-    apt: Apt,
+    /// One private apt configuration per Debian release, its lists read on first use.
+    apts: Vec<(&'static str, Apt)>,
     started: Instant,
     /// Held while we fetch: a second vm-test would fight over `work/`.
     _lock: File,
 }
 
 impl Fetch {
-    /// Takes the lock, empties `work/`, reads trixie's package lists.
+    /// Takes the lock, empties `work/`.
     fn start(cache: &Path, shared: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
         let lock = lock(&cache.join("lock"))?;
@@ -133,30 +138,42 @@ impl Fetch {
             shared.display(),
             cache.display()
         );
-        let fetch = Self {
+        Ok(Self {
             log: work.join("log"),
-            apt: Apt::new(&work.join("apt"))?,
+            apts: Vec::new(),
             work,
             started: Instant::now(),
             _lock: lock,
+        })
+    }
+
+    /// The private apt configuration of `release`, its package lists read the first time.
+    fn apt(&mut self, release: &'static str) -> anyhow::Result<&Apt> {
+        let index = match self.apts.iter().position(|(name, _)| *name == release) {
+            Some(index) => index,
+            None => {
+                let apt = Apt::new(&self.work.join(format!("apt-{release}")), MIRROR, release)?;
+                println!("vm-test: reading Debian {release}'s package lists ({MIRROR})");
+                self.run(
+                    &format!("apt-get update (Debian {release}, private configuration)"),
+                    apt.get().arg("update"),
+                    5 * MINUTE,
+                )?;
+                self.apts.push((release, apt));
+                self.apts.len() - 1
+            }
         };
-        println!("vm-test: reading Debian trixie's package lists ({SOURCES})");
-        fetch.run(
-            "apt-get update (Debian trixie, private configuration)",
-            fetch.apt.get().arg("update"),
-            5 * MINUTE,
-        )?;
-        Ok(fetch)
+        Ok(&self.apts[index].1)
     }
 
     /// Puts `kernel` at `target`, unless a run that held the lock before us did.
-    fn obtain(&self, kernel: &Kernel, target: &Path) -> anyhow::Result<()> {
+    fn obtain(&mut self, kernel: &Kernel, target: &Path) -> anyhow::Result<()> {
         if target.is_file() {
             return Ok(());
         }
         let started = Instant::now();
         match kernel.source {
-            Source::DebianImage => self.fetch_debian(target),
+            Source::DebianImage(release) => self.fetch_debian(release, target),
             Source::OverrideBuild => self.build_override(target),
         }
         .with_context(|| {
@@ -187,18 +204,18 @@ impl Fetch {
         Ok(())
     }
 
-    fn fetch_debian(&self, target: &Path) -> anyhow::Result<()> {
+    fn fetch_debian(&mut self, release: &'static str, target: &Path) -> anyhow::Result<()> {
+        let mut show = self.apt(release)?.cache();
+        show.args(["show", "--no-all-versions", IMAGE_METAPACKAGE]);
         let show = self.output(
             &format!("apt-cache show {IMAGE_METAPACKAGE}"),
-            self.apt
-                .cache()
-                .args(["show", "--no-all-versions", IMAGE_METAPACKAGE]),
+            &mut show,
             MINUTE,
         )?;
         let (package, version) = image_package(&show)?;
-        println!("vm-test: fetching Debian's {package} {version} (first run only)");
-        let deb = self.download(&package)?;
-        let unpacked = self.work.join("linux-image");
+        println!("vm-test: fetching Debian {release}'s {package} {version} (first run only)");
+        let deb = self.download(release, &package)?;
+        let unpacked = self.work.join(format!("linux-image-{release}"));
         self.run(
             &format!("dpkg-deb -x {}", deb.display()),
             Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
@@ -208,14 +225,18 @@ impl Fetch {
         note(
             target,
             &format!(
-                "Debian trixie's {package} {version}, boot/{}",
+                "Debian {release}'s {package} {version}, boot/{}",
                 file_name(&vmlinuz)
             ),
         )?;
-        rename(&vmlinuz, target)
+        rename(&vmlinuz, target)?;
+        // Its modules: 300 MB we do not need.
+        fs::remove_dir_all(&unpacked)
+            .with_context(|| format!("removing {}", unpacked.display()))?;
+        fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))
     }
 
-    fn build_override(&self, target: &Path) -> anyhow::Result<()> {
+    fn build_override(&mut self, target: &Path) -> anyhow::Result<()> {
         self.install_build_packages()?;
         println!("vm-test: fetching Debian's {SOURCE_PACKAGE} (first run only)");
         let (source, version) = self.unpack_source()?;
@@ -240,7 +261,7 @@ impl Fetch {
         note(
             target,
             &format!(
-                "Debian trixie's {SOURCE_PACKAGE} ({version}): make tinyconfig, \
+                "Debian {SOURCE_RELEASE}'s {SOURCE_PACKAGE} ({version}): make tinyconfig, \
                  {FRAGMENT_PATH} merged, make olddefconfig, make bzImage; its .config beside"
             ),
         )?;
@@ -248,8 +269,8 @@ impl Fetch {
     }
 
     /// Downloads and unpacks the kernel source: its tree and its directory name (its version).
-    fn unpack_source(&self) -> anyhow::Result<(PathBuf, String)> {
-        let deb = self.download(SOURCE_PACKAGE)?;
+    fn unpack_source(&mut self) -> anyhow::Result<(PathBuf, String)> {
+        let deb = self.download(SOURCE_RELEASE, SOURCE_PACKAGE)?;
         let unpacked = self.work.join("source-package");
         self.run(
             &format!("dpkg-deb -x {}", deb.display()),
@@ -349,17 +370,15 @@ impl Fetch {
         )
     }
 
-    /// `apt-get download PACKAGE` (trixie's candidate) into `work/`: the .deb.
-    fn download(&self, package: &str) -> anyhow::Result<PathBuf> {
+    /// `apt-get download PACKAGE` (`release`'s candidate) into `work/`: the .deb.
+    fn download(&mut self, release: &'static str, package: &str) -> anyhow::Result<PathBuf> {
         let dir = self.work.join("debs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut download = self.apt(release)?.get();
+        download.arg("download").arg(package).current_dir(&dir);
         self.run(
-            &format!("apt-get download {package}"),
-            self.apt
-                .get()
-                .arg("download")
-                .arg(package)
-                .current_dir(&dir),
+            &format!("apt-get download {package} (Debian {release})"),
+            &mut download,
             30 * MINUTE,
         )?;
         only_entry(&dir, &format!("{package}_"), ".deb")

@@ -1,7 +1,7 @@
 //! Just enough JSON to read chaos-user's output and the workload's reports, so the init needs
 //! nothing but libc.
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
     Bool(bool),

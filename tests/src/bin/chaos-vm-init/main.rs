@@ -11,13 +11,16 @@
 //! `bench-kprobe` (bench.rs) is not a test but a benchmark run for `cargo xtask bench inject`;
 //! it fails like one when what it times is not what it claims.
 //!
-//! This file: the mounts, the test list, the watchdog and the summary. The tests are in
-//! monitor.rs and inject.rs (with inject/phase.rs); what they share in helpers.rs and json.rs.
+//! This file: the mounts, the loopback interface, the test list, the watchdog and the summary.
+//! The tests are in monitor.rs, observe.rs (trace, HTTP), inject.rs (kprobe, LSM; with
+//! inject/phase.rs) and inject/engines.rs (doctor against `syschaos.engines=`, the other engines, and
+//! the refusals of those the kernel lacks); what they share in helpers.rs and json.rs.
 mod bench;
 mod helpers;
 mod inject;
 mod json;
 mod monitor;
+mod observe;
 
 use std::{
     ffi::CString,
@@ -37,9 +40,16 @@ type Test = fn() -> Result<(), String>;
 
 const TESTS: &[(&str, Test)] = &[
     ("monitor", monitor::monitor),
+    ("trace", observe::trace),
+    ("http", observe::http),
+    ("doctor", inject::engines::doctor),
     ("inject-kprobe", inject::inject_kprobe),
     ("inject-lsm", inject::inject_lsm),
+    ("inject-cgroup-sock", inject::engines::inject_cgroup_sock),
+    ("inject-signal", inject::engines::inject_signal),
+    ("inject-ptrace", inject::engines::inject_ptrace),
     ("inject-refused", inject::inject_refused),
+    ("engines-refused", inject::engines::engines_refused),
     ("bench-kprobe", bench::bench_kprobe),
 ];
 const DEFAULT_TESTS: &str = "monitor";
@@ -62,8 +72,17 @@ fn main() {
             Duration::from_secs(s.parse().unwrap_or(DEFAULT_WATCHDOG.as_secs()))
         }),
     );
-    if !mount_errors.is_empty() {
-        record("setup", Err(mount_errors.join("; ")));
+    if let Some(level) = param(&cmdline, "syschaos.rust_log") {
+        // SAFETY: no other thread reads the environment yet (the watchdog does not).
+        unsafe { std::env::set_var("RUST_LOG", level) };
+        println!("syschaos-vm: chaos-user runs with RUST_LOG={level}");
+    }
+    let mut setup_errors = mount_errors;
+    if let Err(e) = loopback_up() {
+        setup_errors.push(format!("bringing up lo: {e}"));
+    }
+    if !setup_errors.is_empty() {
+        record("setup", Err(setup_errors.join("; ")));
     }
     let outcome = panic::catch_unwind(|| {
         print_kernel_features();
@@ -81,6 +100,12 @@ fn main() {
         record("init", Err("init panicked outside a test".into()));
     }
     finish()
+}
+
+/// `KEY=VALUE` from the kernel command line, for the tests.
+pub fn cmdline_param(key: &str) -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    param(&cmdline, key).map(str::to_owned)
 }
 
 /// `KEY=VALUE` from the kernel command line.
@@ -132,6 +157,29 @@ fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Brings the loopback interface up (it starts down; the kernel gives it 127.0.0.1 then): the
+/// HTTP test and the workload's connects use it.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a socket for the ioctls, closed below; `ifreq` is plain data, zeroed, "lo" in it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[0] = b'l' as libc::c_char;
+        request.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut request);
+        if rc == 0 {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &request);
+        }
+        let error = io::Error::last_os_error();
+        libc::close(fd);
+        if rc == 0 { Ok(()) } else { Err(error) }
     }
 }
 

@@ -43,7 +43,8 @@ pub fn monitor() -> Result<(), String> {
     expect_success(outside, "workload outside t1")?;
 
     let output = chaos_user.finish(Duration::from_secs(60))?;
-    check_monitor_output(&output, "/sys/fs/cgroup/t1")
+    check_monitor_output(&output, "/sys/fs/cgroup/t1")?;
+    crate::inject::no_programs_left()
 }
 
 /// Checks the JSON snapshots: exact getppid count (the workload outside the cgroup is not

@@ -1,4 +1,4 @@
-//! Trixie's packages through an apt configuration of our own, and what apt's answers say.
+//! Debian's packages through an apt configuration of our own, and what apt's answers say.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -16,7 +16,8 @@ pub(super) struct Apt {
 }
 
 impl Apt {
-    pub(super) fn new(root: &Path) -> anyhow::Result<Self> {
+    /// A configuration under `root` for `release` (`trixie`...) of the archive at `mirror`.
+    pub(super) fn new(root: &Path, mirror: &str, release: &str) -> anyhow::Result<Self> {
         for dir in ["state/lists/partial", "cache/archives/partial"] {
             let dir = root.join(dir);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -26,8 +27,11 @@ impl Apt {
             "{KEYRING} not found: install it with `apt-get install debian-archive-keyring`"
         );
         let sources = root.join("sources.list");
-        fs::write(&sources, format!("deb [signed-by={KEYRING}] {SOURCES}\n"))
-            .with_context(|| format!("writing {}", sources.display()))?;
+        fs::write(
+            &sources,
+            format!("deb [signed-by={KEYRING}] {mirror} {release} main\n"),
+        )
+        .with_context(|| format!("writing {}", sources.display()))?;
         let status = root.join("status");
         fs::write(&status, "").with_context(|| format!("writing {}", status.display()))?;
         Ok(Self {

@@ -60,6 +60,8 @@ pub(super) struct Phase {
     /// Calls of each kind the workloads make.
     calls: u64,
     expect: Expect,
+    /// How long the workloads sleep before their calls (`--wait-ms`).
+    wait_ms: u64,
 }
 
 impl Phase {
@@ -81,7 +83,15 @@ impl Phase {
             faults: faults.to_vec(),
             calls: CALLS,
             expect,
+            wait_ms: 0,
         }
+    }
+
+    /// The workloads sleep this long before their calls: the ptrace engine seizes a process that
+    /// enters the cgroup at its next scan (every 100 ms, slower under TCG), not at once.
+    pub(super) fn waiting(mut self, ms: u64) -> Self {
+        self.wait_ms = ms;
+        self
     }
 
     /// `--syscall getppid --errno EPERM --probability 0.5 --engine auto` over 1000 calls.
@@ -103,6 +113,7 @@ impl Phase {
             faults: vec![getppid],
             calls: PROBABILITY_CALLS,
             expect: Expect::Between(PROBABILITY_RANGE.0, PROBABILITY_RANGE.1),
+            wait_ms: 0,
         }
     }
 }
@@ -134,11 +145,13 @@ pub(super) fn run_phase(target: &Path, phase: &Phase, engine: &str) -> Result<()
     chaos_user
         .wait_attached(Duration::from_secs(60))
         .map_err(in_phase)?;
-    let inside = Workload::start(&workload_args(&phase.faults, phase.calls, "target"), target);
-    let outside = Workload::start(
-        &workload_args(&phase.faults, phase.calls, "neighbour"),
-        Path::new(NEIGHBOUR),
-    );
+    let args = |who| {
+        let mut args = workload_args(&phase.faults, phase.calls, who);
+        args.extend(["--wait-ms".to_owned(), phase.wait_ms.to_string()]);
+        args
+    };
+    let inside = Workload::start(&args("target"), target);
+    let outside = Workload::start(&args("neighbour"), Path::new(NEIGHBOUR));
     let (inside, outside) = (inside?.report(), outside?.report());
     // Let one more JSON snapshot (1s interval) see the last injection.
     thread::sleep(Duration::from_millis(1500));
@@ -285,9 +298,10 @@ fn check_reported(
     Ok(())
 }
 
-/// Once chaos-user has exited: no kprobe of ours is left, and a further round in the same cgroup
-/// sees no failure.
+/// Once chaos-user has exited: no BPF program and no kprobe of ours is left, and a further round
+/// in the same cgroup sees no failure.
 pub(super) fn after_round(target: &Path, faults: &[Fault]) -> Result<(), String> {
+    no_programs_left()?;
     no_kprobes_left()?;
     let report = Workload::start(&workload_args(faults, CALLS, "after"), target)?.report()?;
     for fault in faults {
@@ -300,6 +314,53 @@ pub(super) fn after_round(target: &Path, faults: &[Fault]) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// No BPF program is loaded (nothing but chaos-user loads any in the VM): the ids the kernel
+/// lists (`BPF_PROG_GET_NEXT_ID`) are gone. They go when the last descriptor and link of each
+/// closes, which may trail chaos-user's exit a little.
+pub(crate) fn no_programs_left() -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ids = program_ids()?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "BPF programs still loaded 5 s after chaos-user exited: ids {ids:?}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The ids of every loaded BPF program.
+fn program_ids() -> Result<Vec<u32>, String> {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    // union bpf_attr for BPF_*_GET_NEXT_ID: start_id, next_id, open_flags.
+    let mut ids = Vec::new();
+    let mut attr = [0u32; 3];
+    loop {
+        // SAFETY: bpf(2) reads and writes the 12 bytes of `attr` we pass with their size.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_NEXT_ID,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENOENT) => Ok(ids),
+                _ => Err(format!("bpf(BPF_PROG_GET_NEXT_ID): {error}")),
+            };
+        }
+        ids.push(attr[1]);
+        attr = [attr[1], 0, 0];
+    }
 }
 
 /// The kprobe engine's probes on `__x64_sys_*` are gone (they go when chaos-user's descriptors
