@@ -92,6 +92,30 @@ pub struct ChaosUserOutput {
 }
 
 impl ChaosUser {
+    /// `chaos-user SUBCOMMAND --cgroup LABEL --json --interval 1s --no-metrics --duration D`
+    /// and `extra`: how the VM tests run it (the duration only a safety net, should a SIGINT be
+    /// lost; an injection rule expires in the kernel then).
+    pub fn on_cgroup(
+        subcommand: &str,
+        label: &str,
+        duration: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        let mut args = vec![
+            subcommand,
+            "--cgroup",
+            label,
+            "--json",
+            "--interval",
+            "1s",
+            "--no-metrics",
+            "--duration",
+            duration,
+        ];
+        args.extend(extra);
+        Self::start(&args)
+    }
+
     pub fn start(args: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(CHAOS_USER)
             .args(args)

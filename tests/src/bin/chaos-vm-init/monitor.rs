@@ -14,17 +14,7 @@ pub fn monitor() -> Result<(), String> {
         }
         _ => {}
     }
-    let mut chaos_user = ChaosUser::start(&[
-        "attach",
-        "--cgroup",
-        "/sys/fs/cgroup/t1",
-        "--json",
-        "--interval",
-        "1s",
-        "--no-metrics",
-        "--duration",
-        "8s",
-    ])?;
+    let mut chaos_user = ChaosUser::on_cgroup("attach", "/sys/fs/cgroup/t1", "8s", &[])?;
     // TCG is slow and the verifier runs in it.
     chaos_user.wait_attached(Duration::from_secs(60))?;
     // The baseline of the first JSON interval is read just after "attached" is printed: calls

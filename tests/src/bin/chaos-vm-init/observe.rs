@@ -132,17 +132,7 @@ pub fn http() -> Result<(), String> {
     let mut server =
         Server(spawn_in_cgroup(server, cgroup).map_err(|e| format!("starting the server: {e}"))?);
     server.wait_ready()?;
-    let mut chaos_user = ChaosUser::start(&[
-        "attach",
-        "--cgroup",
-        label,
-        "--json",
-        "--interval",
-        "1s",
-        "--no-metrics",
-        "--duration",
-        "60s",
-    ])?;
+    let mut chaos_user = ChaosUser::on_cgroup("attach", label, "60s", &[])?;
     chaos_user.wait_attached(Duration::from_secs(60))?;
     for (path, status, count) in REQUESTS {
         for _ in 0..count {

@@ -117,23 +117,12 @@ pub fn inject_ptrace() -> Result<(), String> {
 pub fn inject_signal() -> Result<(), String> {
     let target = prepare_inject("inject-signal")?;
     let label = target.to_str().ok_or("cgroup path is not UTF-8")?;
-    let mut chaos_user = ChaosUser::start(&[
+    let mut chaos_user = ChaosUser::on_cgroup(
         "inject",
-        "--cgroup",
         label,
-        "--json",
-        "--interval",
-        "1s",
-        "--no-metrics",
-        "--duration",
         "60s",
-        "--syscall",
-        "getppid",
-        "--signal",
-        "SIGKILL",
-        "--nth",
-        "5",
-    ])?;
+        &["--syscall", "getppid", "--signal", "SIGKILL", "--nth", "5"],
+    )?;
     chaos_user.wait_attached(Duration::from_secs(60))?;
     let mut victim = workload(&["calls", "--getppid", "10"]);
     victim.stdout(Stdio::piped());

@@ -127,21 +127,9 @@ pub(super) fn run_phase(target: &Path, phase: &Phase, engine: &str) -> Result<()
         phase.faults.len()
     );
     let label = target.to_str().ok_or("cgroup path is not UTF-8")?;
-    let mut args = vec![
-        "inject",
-        "--cgroup",
-        label,
-        "--json",
-        "--interval",
-        "1s",
-        "--no-metrics",
-        // Only a safety net: the rules expire in the kernel then, even if the SIGINT is lost.
-        "--duration",
-        "60s",
-    ];
-    args.extend(phase.chaos_args.iter().map(String::as_str));
+    let rules: Vec<&str> = phase.chaos_args.iter().map(String::as_str).collect();
     let in_phase = |e: String| format!("{}: {e}", phase.name);
-    let mut chaos_user = ChaosUser::start(&args).map_err(in_phase)?;
+    let mut chaos_user = ChaosUser::on_cgroup("inject", label, "60s", &rules).map_err(in_phase)?;
     chaos_user
         .wait_attached(Duration::from_secs(60))
         .map_err(in_phase)?;
