@@ -132,23 +132,23 @@ impl Prepared {
         let mut planned = Vec::new();
         if let Some(injection) = &injection {
             check_one_rule_per_syscall(&self.targets, &injection.rules)?;
+            // Probing loads the engines' programs: only when there are rules to choose for.
             let capabilities = match injection.rules.is_empty() {
                 true => None,
                 false => Some(self.session.capabilities()?),
             };
             for target in &self.targets {
                 locks.push(InjectionLock::acquire(&target.label, target.cgroup_id)?);
+                let Some(capabilities) = &capabilities else {
+                    continue;
+                };
                 for spec in &injection.rules {
-                    let engine = match &capabilities {
-                        Some(capabilities) => capabilities.choose(spec)?,
-                        None => continue,
-                    };
                     planned.push(InstalledRule {
                         index: planned.len() as u32,
                         target: target.label.clone(),
                         cgroup_id: target.cgroup_id,
                         spec: spec.clone(),
-                        engine,
+                        engine: capabilities.choose(spec)?,
                     });
                 }
             }
