@@ -1,6 +1,7 @@
 //! The monitor: counts every call of the targets per (slot, syscall), failures per errno, and
 //! latency, in the kernel (`chaos-ebpf/src/monitor.rs`, programs `monitor_sys_enter` (or
-//! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints). It owns the target maps and the counters.
+//! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints). It owns
+//! the target maps and the counters.
 use std::collections::BTreeMap;
 
 use aya::{
