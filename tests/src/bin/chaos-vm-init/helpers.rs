@@ -91,6 +91,22 @@ pub struct ChaosUserOutput {
     pub stderr: String,
 }
 
+impl ChaosUserOutput {
+    /// Its stdout's JSON lines, once `command` (e.g. "chaos-user trace") exited with success.
+    pub fn json_lines(&self, command: &str) -> Result<Vec<json::Value>, String> {
+        if !self.status.success() {
+            return Err(format!(
+                "{command} exited with {}; stderr:\n{}",
+                self.status, self.stderr
+            ));
+        }
+        self.stdout
+            .iter()
+            .map(|line| json::parse(line).map_err(|e| format!("bad JSON line ({e}): {line}")))
+            .collect()
+    }
+}
+
 impl ChaosUser {
     /// `chaos-user SUBCOMMAND --cgroup LABEL --json --interval 1s --no-metrics --duration D`
     /// and `extra`: how the VM tests run it (the duration only a safety net, should a SIGINT be

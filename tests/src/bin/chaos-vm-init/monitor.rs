@@ -40,17 +40,7 @@ pub fn monitor() -> Result<(), String> {
 /// Checks the JSON snapshots: exact getppid count (the workload outside the cgroup is not
 /// counted), and the 50 failed openat calls with ENOENT.
 fn check_monitor_output(output: &ChaosUserOutput, label: &str) -> Result<(), String> {
-    if !output.status.success() {
-        return Err(format!(
-            "chaos-user exited with {}; stderr:\n{}",
-            output.status, output.stderr
-        ));
-    }
-    let reports = output
-        .stdout
-        .iter()
-        .map(|line| json::parse(line).map_err(|e| format!("bad JSON line ({e}): {line}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let reports = output.json_lines("chaos-user")?;
     let Some(last) = reports.last() else {
         return Err(format!(
             "no JSON snapshot on stdout; stderr:\n{}",

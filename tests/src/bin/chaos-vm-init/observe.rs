@@ -69,17 +69,7 @@ pub fn trace() -> Result<(), String> {
 }
 
 fn check_trace(output: &ChaosUserOutput, label: &str) -> Result<(), String> {
-    if !output.status.success() {
-        return Err(format!(
-            "chaos-user trace exited with {}; stderr:\n{}",
-            output.status, output.stderr
-        ));
-    }
-    let events = output
-        .stdout
-        .iter()
-        .map(|line| json::parse(line).map_err(|e| format!("bad JSON line ({e}): {line}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = output.json_lines("chaos-user trace")?;
     let text = |event: &json::Value, field: &str| {
         event
             .get(field)
@@ -202,16 +192,9 @@ fn get(path: &str) -> Result<u64, String> {
 
 /// The snapshots' per-interval codes add up to the requests, and the last one's total is theirs.
 fn check_http(output: &ChaosUserOutput, label: &str) -> Result<(), String> {
-    if !output.status.success() {
-        return Err(format!(
-            "chaos-user exited with {}; stderr:\n{}",
-            output.status, output.stderr
-        ));
-    }
     let mut codes: Vec<(String, u64)> = Vec::new();
     let mut total = None;
-    for line in &output.stdout {
-        let report = json::parse(line).map_err(|e| format!("bad JSON line ({e}): {line}"))?;
+    for report in output.json_lines("chaos-user")? {
         let http = report
             .get("targets")
             .map_or(&[][..], json::Value::as_array)
