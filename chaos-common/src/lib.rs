@@ -227,7 +227,10 @@ pub struct InflightCall {
     pub pending_engine: u32,
     /// Set when a fault was injected into this call (marks its trace event).
     pub injected: u32,
-    pub _pad: u32,
+    /// errno of a fault carried out after `sys_exit` (by chaos-user's tracer: the stop and ptrace
+    /// engines), 0 for none. The monitor counts the call as failed with it, as the application
+    /// sees it, instead of the result the tracepoint saw.
+    pub fault_errno: u32,
     /// The call's arguments, saved at entry when tracing.
     pub args: [u64; 6],
 }

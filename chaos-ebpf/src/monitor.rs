@@ -67,7 +67,7 @@ static IDLE_CALL: InflightCall = InflightCall {
     pending_errno: 0,
     pending_engine: 0,
     injected: 0,
-    _pad: 0,
+    fault_errno: 0,
     args: [0; 6],
 };
 
@@ -119,6 +119,7 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     call.cgroup_id = cgroup_id;
     call.pending_errno = 0;
     call.injected = 0;
+    call.fault_errno = 0;
     if trace::enabled() {
         call.args = syscall_args(ctx);
     }
@@ -206,7 +207,15 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     } else {
         Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
     };
-    let ret: i64 = ctx.arg(1);
+    // A fault that chaos-user's tracer puts in place after this point is what the application
+    // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
+    // program passes over; the tracer wrote this entry for it.)
+    let ret: i64 = if call.fault_errno != 0 {
+        -(call.fault_errno as i64)
+    } else {
+        ctx.arg(1)
+    };
+    call.fault_errno = 0;
     let key = StatsKey {
         slot: call.slot,
         syscall: call.syscall,
