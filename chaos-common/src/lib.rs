@@ -65,6 +65,9 @@ pub const PROG_INJECT_LSM_INODE_RENAME: &str = "inject_lsm_inode_rename";
 pub const PROG_INJECT_LSM_MMAP_FILE: &str = "inject_lsm_mmap_file";
 pub const PROG_INJECT_LSM_TASK_ALLOC: &str = "inject_lsm_task_alloc";
 pub const PROG_INJECT_LSM_BPRM_CHECK_SECURITY: &str = "inject_lsm_bprm_check_security";
+/// Engine `fmod-ret` (`chaos-ebpf/src/inject_fmod_ret.rs`, `chaos-user/src/inject/fmod_ret.rs`):
+/// one program, loaded by chaos-user once per function it modifies the return of.
+pub const PROG_INJECT_FMOD_RET: &str = "inject_fmod_ret";
 /// Engine `cgroup-sock`: `inject_cgroup_sock_<attach point>`.
 pub const PROG_INJECT_CGROUP_SOCK_CONNECT4: &str = "inject_cgroup_sock_connect4";
 pub const PROG_INJECT_CGROUP_SOCK_CONNECT6: &str = "inject_cgroup_sock_connect6";
@@ -97,6 +100,7 @@ pub const PROGRAMS: &[&str] = &[
     PROG_INJECT_LSM_MMAP_FILE,
     PROG_INJECT_LSM_TASK_ALLOC,
     PROG_INJECT_LSM_BPRM_CHECK_SECURITY,
+    PROG_INJECT_FMOD_RET,
     PROG_INJECT_CGROUP_SOCK_CONNECT4,
     PROG_INJECT_CGROUP_SOCK_CONNECT6,
     PROG_INJECT_CGROUP_SOCK_BIND4,
@@ -299,6 +303,7 @@ pub const ENGINE_KPROBE: u32 = 1;
 pub const ENGINE_LSM: u32 = 2;
 pub const ENGINE_CGROUP_SOCK: u32 = 3;
 pub const ENGINE_SIGNAL: u32 = 4;
+pub const ENGINE_FMOD_RET: u32 = 5;
 
 /// Key of [`MAP_INJECT_RULES`]: one rule per (target cgroup, syscall), so the cost of a call does
 /// not grow with the number of rules or targets.

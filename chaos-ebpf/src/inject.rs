@@ -1,7 +1,8 @@
 //! Perturbator, shared part: the decision to inject, taken at syscall entry (from the monitor's
 //! `monitor_sys_enter_inject`, for targets only), and the hand-over to the engine hook that
-//! carries it out later in the same call (`take_pending`). Engines: `inject_kprobe.rs`, `inject_lsm.rs`,
-//! `inject_cgroup_sock.rs`, and `inject_signal.rs`, which acts at once, from here.
+//! carries it out later in the same call (`take_pending`). Engines: `inject_kprobe.rs`,
+//! `inject_fmod_ret.rs`, `inject_lsm.rs`, `inject_cgroup_sock.rs`, and `inject_signal.rs`, which
+//! acts at once, from here.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{

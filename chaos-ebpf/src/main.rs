@@ -8,6 +8,7 @@
 mod http;
 mod inject;
 mod inject_cgroup_sock;
+mod inject_fmod_ret;
 mod inject_kprobe;
 mod inject_lsm;
 mod inject_signal;

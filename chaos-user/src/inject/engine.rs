@@ -10,7 +10,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    InjectError, cgroup_sock, kprobe, lsm, ptrace,
+    InjectError, cgroup_sock,
+    fmod_ret::{self, FmodRet},
+    kprobe, lsm, ptrace,
     rule::{Fault, RuleSpec},
     signal,
 };
@@ -21,6 +23,8 @@ use crate::ebpf::{self, LoadError};
 pub enum Engine {
     /// kprobe on `__x64_sys_*` + `bpf_override_return`: any syscall, the call is not executed.
     Kprobe,
+    /// `BPF_MODIFY_RETURN` on `__x64_sys_*` or the `security_*` functions: the call is not run.
+    FmodRet,
     /// BPF LSM hooks returning the errno.
     Lsm,
     /// cgroup socket programs with `bpf_set_retval`.
@@ -31,8 +35,9 @@ pub enum Engine {
     Ptrace,
 }
 
-pub const ALL_ENGINES: [Engine; 5] = [
+pub const ALL_ENGINES: [Engine; 6] = [
     Engine::Kprobe,
+    Engine::FmodRet,
     Engine::Lsm,
     Engine::CgroupSock,
     Engine::Signal,
@@ -43,6 +48,7 @@ impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::Kprobe => "kprobe",
+            Engine::FmodRet => "fmod-ret",
             Engine::Lsm => "lsm",
             Engine::CgroupSock => "cgroup-sock",
             Engine::Signal => "signal",
@@ -54,6 +60,7 @@ impl Engine {
     pub fn kernel_id(self) -> u32 {
         match self {
             Engine::Kprobe => chaos_common::ENGINE_KPROBE,
+            Engine::FmodRet => chaos_common::ENGINE_FMOD_RET,
             Engine::Lsm => chaos_common::ENGINE_LSM,
             Engine::CgroupSock => chaos_common::ENGINE_CGROUP_SOCK,
             Engine::Signal => chaos_common::ENGINE_SIGNAL,
@@ -66,6 +73,7 @@ impl Engine {
     pub fn coverage(self) -> String {
         match self {
             Engine::Kprobe => kprobe::COVERAGE.into(),
+            Engine::FmodRet => fmod_ret::coverage(),
             Engine::Lsm => lsm::coverage(),
             Engine::CgroupSock => cgroup_sock::coverage(),
             Engine::Signal => signal::COVERAGE.into(),
@@ -77,6 +85,7 @@ impl Engine {
     pub fn programs(self, syscall: &str) -> Option<Vec<&'static str>> {
         match self {
             Engine::Kprobe => kprobe::programs(syscall),
+            Engine::FmodRet => fmod_ret::programs(syscall),
             Engine::Lsm => lsm::programs(syscall),
             Engine::CgroupSock => cgroup_sock::programs(syscall),
             Engine::Signal => signal::programs(syscall),
@@ -89,6 +98,7 @@ impl Engine {
     fn probe(self, kernel: &mut KernelPrograms) -> Result<(), EngineError> {
         match self {
             Engine::Kprobe => kprobe::probe(kernel),
+            Engine::FmodRet => fmod_ret::probe(kernel),
             Engine::Lsm => lsm::probe(kernel),
             Engine::CgroupSock => cgroup_sock::probe(kernel),
             Engine::Signal => signal::probe(kernel),
@@ -109,6 +119,7 @@ impl Engine {
             .ok_or_else(|| EngineError::NotCovered(syscall.to_owned()))?;
         match self {
             Engine::Kprobe => kprobe::attach(kernel, syscall),
+            Engine::FmodRet => fmod_ret::attach(kernel, syscall),
             Engine::Lsm => programs
                 .into_iter()
                 .try_for_each(|program| lsm::attach(kernel, program)),
@@ -162,6 +173,14 @@ pub enum EngineError {
     /// A condition of the host, not of one call (Yama, capabilities, architecture).
     #[error("{0}")]
     Host(String),
+    #[error("{what}")]
+    Bpf {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the eBPF object: {0}")]
+    Object(String),
     #[error("rule map {map}")]
     Map {
         map: &'static str,
@@ -186,11 +205,21 @@ impl EngineError {
 pub struct KernelPrograms<'a> {
     pub ebpf: &'a mut Ebpf,
     done: &'a mut HashSet<String>,
+    /// The fmod-ret engine loads its programs itself (see its file).
+    pub fmod_ret: &'a mut FmodRet,
 }
 
 impl<'a> KernelPrograms<'a> {
-    pub fn new(ebpf: &'a mut Ebpf, done: &'a mut HashSet<String>) -> Self {
-        Self { ebpf, done }
+    pub fn new(
+        ebpf: &'a mut Ebpf,
+        done: &'a mut HashSet<String>,
+        fmod_ret: &'a mut FmodRet,
+    ) -> Self {
+        Self {
+            ebpf,
+            done,
+            fmod_ret,
+        }
     }
 
     /// Loads a program of the object once; later calls are no-ops.
@@ -255,6 +284,7 @@ impl FromStr for EngineChoice {
 #[derive(Debug, Clone, Serialize)]
 pub struct Capabilities {
     pub kprobe: Result<(), String>,
+    pub fmod_ret: Result<(), String>,
     pub lsm: Result<(), String>,
     pub cgroup_sock: Result<(), String>,
     pub signal: Result<(), String>,
@@ -271,6 +301,7 @@ impl Capabilities {
         };
         Self {
             kprobe: probe(Engine::Kprobe),
+            fmod_ret: probe(Engine::FmodRet),
             lsm: probe(Engine::Lsm),
             cgroup_sock: probe(Engine::CgroupSock),
             signal: probe(Engine::Signal),
@@ -281,6 +312,7 @@ impl Capabilities {
     pub fn of(&self, engine: Engine) -> &Result<(), String> {
         match engine {
             Engine::Kprobe => &self.kprobe,
+            Engine::FmodRet => &self.fmod_ret,
             Engine::Lsm => &self.lsm,
             Engine::CgroupSock => &self.cgroup_sock,
             Engine::Signal => &self.signal,
@@ -314,6 +346,7 @@ impl Capabilities {
             EngineChoice::Forced(engine) => vec![engine],
             EngineChoice::Auto => vec![
                 Engine::Kprobe,
+                Engine::FmodRet,
                 Engine::Lsm,
                 Engine::CgroupSock,
                 Engine::Ptrace,
@@ -354,6 +387,7 @@ mod tests {
         };
         Capabilities {
             kprobe: works(kprobe),
+            fmod_ret: works(false),
             lsm: works(lsm),
             cgroup_sock: Ok(()),
             signal: Ok(()),
@@ -405,6 +439,33 @@ mod tests {
         assert!(error.contains("kprobe: not on this kernel"), "{error}");
         assert!(error.contains("lsm: covers only"), "{error}");
         assert!(error.contains("ptrace: not on this kernel"), "{error}");
+    }
+
+    /// fmod-ret comes after kprobe and before lsm; where the kernel has no error-injection list
+    /// (as in these tests: no probe ran) it covers only the LSM table's syscalls.
+    #[test]
+    fn auto_picks_fmod_ret_after_kprobe() {
+        let with_fmod_ret = |kprobe| Capabilities {
+            fmod_ret: Ok(()),
+            ..caps(kprobe, true)
+        };
+        let openat = RuleSpec::parse("openat=EACCES").unwrap();
+        let fsync = RuleSpec::parse("fsync=EIO").unwrap();
+        assert_eq!(with_fmod_ret(true).choose(&openat).unwrap(), Engine::Kprobe);
+        assert_eq!(
+            with_fmod_ret(false).choose(&openat).unwrap(),
+            Engine::FmodRet
+        );
+        assert_eq!(with_fmod_ret(false).choose(&fsync).unwrap(), Engine::Ptrace);
+        let forced = RuleSpec::parse("fsync=EIO,engine=fmod-ret").unwrap();
+        let error = with_fmod_ret(false)
+            .choose(&forced)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("fmod-ret: covers only"), "{error}");
+        let forced = RuleSpec::parse("openat=EACCES,engine=fmod-ret").unwrap();
+        let error = caps(true, true).choose(&forced).unwrap_err().to_string();
+        assert!(error.contains("fmod-ret: not on this kernel"), "{error}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use chaos_common::{
 use super::{
     InjectError,
     engine::{Capabilities, Engine, EngineError, KernelPrograms},
+    fmod_ret::FmodRet,
     rule::{Fault, RuleSpec},
 };
 use crate::ebpf::{self, LoadError};
@@ -27,6 +28,8 @@ pub struct Injector {
     done: HashSet<String>,
     /// Whether the injecting entry program loaded: the in-kernel engines need it.
     in_kernel: Result<(), String>,
+    /// What the fmod-ret engine loaded and attached (dropped with the injector).
+    fmod_ret: FmodRet,
 }
 
 /// A rule as installed for one target.
@@ -42,19 +45,22 @@ pub struct InstalledRule {
 impl Injector {
     /// The rule maps; `in_kernel` says whether the injecting entry program loaded.
     pub fn take(ebpf: &mut Ebpf, in_kernel: Result<(), String>) -> Result<Self, LoadError> {
+        // Before the maps it shares are taken.
+        let fmod_ret = FmodRet::new(ebpf);
         Ok(Self {
             rules: ebpf::take_map(ebpf, MAP_INJECT_RULES)?,
             rule_syscalls: ebpf::take_map(ebpf, MAP_RULE_SYSCALLS)?,
             injections: ebpf::take_map(ebpf, MAP_INJECTIONS)?,
             done: HashSet::new(),
             in_kernel,
+            fmod_ret,
         })
     }
 
     /// Which engines this kernel offers, each tried for real.
     pub fn capabilities(&mut self, ebpf: &mut Ebpf) -> Capabilities {
         Capabilities::probe(
-            &mut KernelPrograms::new(ebpf, &mut self.done),
+            &mut KernelPrograms::new(ebpf, &mut self.done, &mut self.fmod_ret),
             &self.in_kernel,
         )
     }
@@ -72,7 +78,7 @@ impl Injector {
             syscall: rule.spec.syscall.clone(),
             source: Box::new(source),
         };
-        let mut kernel = KernelPrograms::new(ebpf, &mut self.done);
+        let mut kernel = KernelPrograms::new(ebpf, &mut self.done, &mut self.fmod_ret);
         rule.engine
             .attach(&mut kernel, &rule.spec.syscall, rule.cgroup_id, cgroup_dir)
             .map_err(attach_error)?;

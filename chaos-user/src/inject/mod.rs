@@ -1,8 +1,9 @@
 //! Perturbator: rules (`rule.rs`), the engines that carry them out, one file each (`kprobe.rs`,
-//! `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`; `engine.rs` chooses among them), and the
-//! rule map in the kernel (`injector.rs`).
+//! `fmod_ret.rs`, `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`; `engine.rs` chooses among
+//! them), and the rule map in the kernel (`injector.rs`).
 pub mod cgroup_sock;
 pub mod engine;
+pub mod fmod_ret;
 pub mod injector;
 pub mod kprobe;
 pub mod lock;
@@ -24,7 +25,7 @@ pub enum InjectError {
     UnknownErrno(String),
     #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]
     UnknownSignal(String),
-    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal, ptrace)")]
+    #[error("unknown engine `{0}` (auto, kprobe, fmod-ret, lsm, cgroup-sock, signal, ptrace)")]
     UnknownEngine(String),
     #[error("bad rule `{rule}`: {why}")]
     BadRule { rule: String, why: String },
