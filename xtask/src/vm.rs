@@ -58,6 +58,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 enum KernelChoice {
     /// Debian trixie's 6.12.
     Debian,
+    /// The same, booted without `bpf` in the active LSM list.
+    DebianNoBpfLsm,
     /// 6.12 built with bpf_override_return.
     Override,
     /// Debian bookworm's 6.1.
@@ -81,13 +83,17 @@ struct Kernel {
     /// What `doctor` must say of each engine there, in its order: `ENGINE:ok`, or `ENGINE:WORD`
     /// with a word of the reason it does not work (the `doctor` test checks it).
     engines: &'static str,
+    /// Whether it runs [`COMMON_TESTS`] too (a second boot of a kernel need not).
+    common_tests: bool,
+    /// Kernel parameters of its own.
+    cmdline: &'static str,
 }
 
 /// What every kernel runs: the monitor, trace, HTTP counting, doctor, the engines that work
 /// everywhere (ptrace), and the refusal of those that do not work there.
 const COMMON_TESTS: &str = "monitor,trace,http,doctor,inject-ptrace,engines-refused";
 
-const KERNELS: [Kernel; 4] = [
+const KERNELS: [Kernel; 5] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
@@ -95,15 +101,32 @@ const KERNELS: [Kernel; 4] = [
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
         tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        // fmod_ret works on every __x64_sys_* (CONFIG_FUNCTION_ERROR_INJECTION).
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        common_tests: true,
+        cmdline: "",
+    },
+    Kernel {
+        name: "debian-no-bpf-lsm",
+        file: "debian-6.12.117.vmlinuz",
+        cached: "debian.vmlinuz",
+        source: kernels::Source::DebianImage("trixie"),
+        // The same kernel without `bpf` among the active LSMs, as distributions boot theirs:
+        // auto falls back to fmod-ret. Only what differs from the Debian kernel runs here.
+        tests: "doctor,inject-fmod-ret,inject-fmod-ret-auto,engines-refused",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:active,cgroup-sock:ok,signal:ok,ptrace:ok",
+        common_tests: false,
+        cmdline: "lsm=lockdown,capability,yama",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
-        tests: "inject-kprobe,inject-lsm,inject-cgroup-sock,inject-signal",
-        engines: "kprobe:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-kprobe,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal",
+        engines: "kprobe:ok,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        common_tests: true,
+        cmdline: "",
     },
     Kernel {
         name: "bookworm",
@@ -111,7 +134,9 @@ const KERNELS: [Kernel; 4] = [
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
         tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        common_tests: true,
+        cmdline: "",
     },
     Kernel {
         name: "bullseye",
@@ -120,7 +145,10 @@ const KERNELS: [Kernel; 4] = [
         source: kernels::Source::DebianImage("bullseye"),
         // No BPF atomics: only the ptrace engine injects.
         tests: "",
-        engines: "kprobe:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
+        // fmod_ret itself works on 5.10, but takes its decisions from the injecting entry program.
+        engines: "kprobe:5.12,fmod-ret:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
+        common_tests: true,
+        cmdline: "",
     },
 ];
 
@@ -139,6 +167,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
             Some(tests) => tests.clone(),
             None => [COMMON_TESTS, kernel.tests]
                 .into_iter()
+                .skip(usize::from(!kernel.common_tests))
                 .filter(|list| !list.is_empty())
                 .collect::<Vec<_>>()
                 .join(","),
@@ -171,6 +200,7 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
 /// The init's parameters for `kernel` beyond its tests.
 fn kernel_params(kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
     let mut params = vec![format!("syschaos.engines={}", kernel.engines)];
+    params.extend(kernel.cmdline.split_whitespace().map(str::to_owned));
     if let Some(level) = rust_log {
         params.push(format!("syschaos.rust_log={level}"));
     }
@@ -180,6 +210,7 @@ fn kernel_params(kernel: &Kernel, rust_log: Option<&str>) -> Vec<String> {
 fn kernel_name(choice: KernelChoice) -> &'static str {
     match choice {
         KernelChoice::Debian => "debian",
+        KernelChoice::DebianNoBpfLsm => "debian-no-bpf-lsm",
         KernelChoice::Override => "override",
         KernelChoice::Bookworm => "bookworm",
         KernelChoice::Bullseye => "bullseye",

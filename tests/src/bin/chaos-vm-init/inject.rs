@@ -83,6 +83,53 @@ pub fn inject_lsm() -> Result<(), String> {
     ])
 }
 
+/// The fmod-ret engine, named in the rules: getppid passes through no LSM hook, so its
+/// `__x64_sys_getppid` is modified (the error-injection list), openat's too.
+pub fn inject_fmod_ret() -> Result<(), String> {
+    let target = prepare_inject("inject-fmod-ret")?;
+    let faults = [
+        fault("getppid", libc::EPERM, "EPERM"),
+        fault("openat", libc::EACCES, "EACCES"),
+    ];
+    let phase = |limit: &str, expect| Phase::rules(&faults, limit, expect);
+    all_of([
+        check_doctor(&[("fmod-ret", Ok(()))]),
+        run_phase(
+            &target,
+            &phase("count=3,engine=fmod-ret", Expect::At(&[1, 2, 3])),
+            "fmod-ret",
+        ),
+        run_phase(
+            &target,
+            &phase("nth=4,engine=fmod-ret", Expect::At(&[4])),
+            "fmod-ret",
+        ),
+    ])
+}
+
+/// Without `bpf` in the active LSM list (and without bpf_override_return), `auto` takes
+/// fmod-ret, for the LSM table's syscalls and for the others alike.
+pub fn inject_fmod_ret_auto() -> Result<(), String> {
+    let target = prepare_inject("inject-fmod-ret-auto")?;
+    let faults = [
+        fault("openat", libc::EACCES, "EACCES"),
+        fault("read", libc::EIO, "EIO"),
+        fault("fsync", libc::EIO, "EIO"),
+    ];
+    all_of([
+        check_doctor(&[
+            ("kprobe", Err("bpf_override_return")),
+            ("fmod-ret", Ok(())),
+            ("lsm", Err("not in the active LSM list")),
+        ]),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "count=3", Expect::At(&[1, 2, 3])),
+            "fmod-ret",
+        ),
+    ])
+}
+
 /// On a kernel without bpf_override_return: rules the chosen in-kernel engine cannot carry out
 /// are refused up front (with `auto`, fsync would go to the ptrace engine).
 pub fn inject_refused() -> Result<(), String> {

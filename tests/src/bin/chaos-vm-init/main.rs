@@ -12,7 +12,7 @@
 //! it fails like one when what it times is not what it claims.
 //!
 //! This file: the mounts, the loopback interface, the test list, the watchdog and the summary.
-//! The tests are in monitor.rs, observe.rs (trace, HTTP), inject.rs (kprobe, LSM; with
+//! The tests are in monitor.rs, observe.rs (trace, HTTP), inject.rs (kprobe, fmod-ret, LSM; with
 //! inject/phase.rs) and inject/engines.rs (doctor against `syschaos.engines=`, the other engines, and
 //! the refusals of those the kernel lacks); what they share in helpers.rs and json.rs.
 mod bench;
@@ -44,6 +44,8 @@ const TESTS: &[(&str, Test)] = &[
     ("http", observe::http),
     ("doctor", inject::engines::doctor),
     ("inject-kprobe", inject::inject_kprobe),
+    ("inject-fmod-ret", inject::inject_fmod_ret),
+    ("inject-fmod-ret-auto", inject::inject_fmod_ret_auto),
     ("inject-lsm", inject::inject_lsm),
     ("inject-cgroup-sock", inject::engines::inject_cgroup_sock),
     ("inject-signal", inject::engines::inject_signal),
