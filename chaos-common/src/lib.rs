@@ -23,6 +23,9 @@ pub const MAP_RULE_SYSCALLS: &str = "RULE_SYSCALLS";
 /// Per-CPU array: rule index -> injections made.
 pub const MAP_INJECTIONS: &str = "INJECTIONS";
 
+/// Single entry: the thread `doctor`'s probe of the signal engine sends a signal to.
+pub const MAP_SIGNAL_PROBE_TID: &str = "SIGNAL_PROBE_TID";
+
 /// Ring buffer of [`TraceEvent`]s for `chaos-user trace`.
 pub const MAP_TRACE_EVENTS: &str = "TRACE_EVENTS";
 /// Array indexed by syscall number: [`TraceSpec`], which calls to trace and how to decode them.
@@ -68,6 +71,9 @@ pub const PROG_INJECT_LSM_BPRM_CHECK_SECURITY: &str = "inject_lsm_bprm_check_sec
 /// Engine `fmod-ret` (`chaos-ebpf/src/inject_fmod_ret.rs`, `chaos-user/src/inject/fmod_ret.rs`):
 /// one program, loaded by chaos-user once per function it modifies the return of.
 pub const PROG_INJECT_FMOD_RET: &str = "inject_fmod_ret";
+/// Engine `signal`: no program of its own (the entry program sends the signals); this one is the
+/// probe's, on `sys_enter` like it.
+pub const PROG_INJECT_SIGNAL_PROBE: &str = "inject_signal_probe";
 /// Engine `cgroup-sock`: `inject_cgroup_sock_<attach point>`.
 pub const PROG_INJECT_CGROUP_SOCK_CONNECT4: &str = "inject_cgroup_sock_connect4";
 pub const PROG_INJECT_CGROUP_SOCK_CONNECT6: &str = "inject_cgroup_sock_connect6";
@@ -101,6 +107,7 @@ pub const PROGRAMS: &[&str] = &[
     PROG_INJECT_LSM_TASK_ALLOC,
     PROG_INJECT_LSM_BPRM_CHECK_SECURITY,
     PROG_INJECT_FMOD_RET,
+    PROG_INJECT_SIGNAL_PROBE,
     PROG_INJECT_CGROUP_SOCK_CONNECT4,
     PROG_INJECT_CGROUP_SOCK_CONNECT6,
     PROG_INJECT_CGROUP_SOCK_BIND4,
@@ -120,6 +127,7 @@ pub const MAPS: &[&str] = &[
     MAP_INJECT_RULES,
     MAP_RULE_SYSCALLS,
     MAP_INJECTIONS,
+    MAP_SIGNAL_PROBE_TID,
     MAP_TRACE_EVENTS,
     MAP_TRACE_SYSCALLS,
     MAP_TRACE_DROPS,

@@ -101,7 +101,7 @@ const KERNELS: [Kernel; 5] = [
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
         tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        // fmod_ret works on every __x64_sys_* (CONFIG_FUNCTION_ERROR_INJECTION).
+        // No error-injection list: fmod-ret covers the LSM table's syscalls.
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
         common_tests: true,
         cmdline: "",
@@ -113,7 +113,7 @@ const KERNELS: [Kernel; 5] = [
         source: kernels::Source::DebianImage("trixie"),
         // The same kernel without `bpf` among the active LSMs, as distributions boot theirs:
         // auto falls back to fmod-ret. Only what differs from the Debian kernel runs here.
-        tests: "doctor,inject-fmod-ret,inject-fmod-ret-auto,engines-refused",
+        tests: "doctor,inject-fmod-ret-auto,engines-refused",
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:active,cgroup-sock:ok,signal:ok,ptrace:ok",
         common_tests: false,
         cmdline: "lsm=lockdown,capability,yama",

@@ -229,6 +229,7 @@ impl<'a> KernelPrograms<'a> {
                 None => Err(LoadError::MissingProgram(name).into()),
                 Some(Program::Lsm(_)) => lsm::load(ebpf, name),
                 Some(Program::KProbe(p)) => Ok(ebpf::loaded(name, p.load())?),
+                Some(Program::RawTracePoint(p)) => Ok(ebpf::loaded(name, p.load())?),
                 Some(Program::CgroupSockAddr(p)) => Ok(ebpf::loaded(name, p.load())?),
                 Some(Program::CgroupSock(p)) => Ok(ebpf::loaded(name, p.load())?),
                 Some(_) => Err(LoadError::MissingProgram(name).into()),

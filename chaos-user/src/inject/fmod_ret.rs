@@ -135,7 +135,7 @@ pub fn probe(kernel: &mut KernelPrograms) -> Result<(), EngineError> {
     let entry_functions = result.map_err(|e| {
         e.needs(
             "fmod_ret programs are refused",
-            "BTF and BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
+            "BTF and BPF trampolines (fentry/fmod_ret programs)",
         )
     })?;
     let _ = ENTRY_FUNCTIONS.set(entry_functions);

@@ -108,13 +108,21 @@ pub fn inject_fmod_ret() -> Result<(), String> {
 }
 
 /// Without `bpf` in the active LSM list (and without bpf_override_return), `auto` takes
-/// fmod-ret, for the LSM table's syscalls and for the others alike.
+/// fmod-ret for the LSM table's syscalls (Debian's kernel has no error-injection list, so
+/// fmod-ret modifies their `security_*` functions), and refuses it for the others.
 pub fn inject_fmod_ret_auto() -> Result<(), String> {
     let target = prepare_inject("inject-fmod-ret-auto")?;
     let faults = [
         fault("openat", libc::EACCES, "EACCES"),
         fault("read", libc::EIO, "EIO"),
-        fault("fsync", libc::EIO, "EIO"),
+    ];
+    let getppid = [
+        "--engine",
+        "fmod-ret",
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
     ];
     all_of([
         check_doctor(&[
@@ -127,6 +135,17 @@ pub fn inject_fmod_ret_auto() -> Result<(), String> {
             &Phase::rules(&faults, "count=3", Expect::At(&[1, 2, 3])),
             "fmod-ret",
         ),
+        run_phase(
+            &target,
+            &Phase::rules(&faults, "nth=4", Expect::At(&[4])),
+            "fmod-ret",
+        ),
+        expect_refusal(
+            &target,
+            &getppid,
+            &["fmod-ret: covers only", "no error-injection list"],
+        ),
+        after_round(&target, &[fault("getppid", libc::EPERM, "EPERM")]),
     ])
 }
 
