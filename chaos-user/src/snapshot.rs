@@ -76,6 +76,8 @@ pub struct SyscallRate {
     pub errors_per_sec: f64,
     /// errno name -> failures in the interval
     pub errnos: BTreeMap<String, u64>,
+    /// errno name -> failures since the target was first counted (like `calls_total`)
+    pub errnos_total: BTreeMap<String, u64>,
     /// Latency percentiles over the interval's calls, in microseconds.
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
@@ -118,6 +120,7 @@ pub fn rates(
                 calls_per_sec: calls as f64 / seconds,
                 errors_per_sec: errors as f64 / seconds,
                 errnos,
+                errnos_total: call.errnos.clone(),
                 p50_us: percentile_ns(&hist, 0.50).map(|ns| ns / 1e3),
                 p99_us: percentile_ns(&hist, 0.99).map(|ns| ns / 1e3),
             }

@@ -100,7 +100,7 @@ const KERNELS: [Kernel; 5] = [
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
-        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
         // No error-injection list: fmod-ret covers the LSM table's syscalls.
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
         common_tests: true,
@@ -133,7 +133,7 @@ const KERNELS: [Kernel; 5] = [
         file: "debian-6.1.vmlinuz",
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
-        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
         common_tests: true,
         cmdline: "",

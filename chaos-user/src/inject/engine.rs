@@ -179,6 +179,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the kernel's BTF has no function {0}")]
+    NoBtf(String),
     #[error("the eBPF object: {0}")]
     Object(String),
     #[error("rule map {map}")]

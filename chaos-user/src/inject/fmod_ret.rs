@@ -162,13 +162,7 @@ impl FmodRet {
         if self.btf.is_none() {
             self.btf = Some(Btf::from_sys_fs().map_err(EngineError::Btf)?);
         }
-        let btf_id = self
-            .btf
-            .as_ref()
-            .map(|btf| btf.id_by_type_name_kind(function, BtfKind::Func))
-            .transpose()
-            .map_err(EngineError::Btf)?
-            .unwrap_or_default();
+        let btf_id = self.btf_id(function)?;
         let program = load(self.instructions()?, btf_id)?;
         let link = raw_tracepoint_open(&program).map_err(|source| EngineError::Bpf {
             what: format!("attaching {PROG_INJECT_FMOD_RET} to {function}"),
@@ -176,6 +170,21 @@ impl FmodRet {
         })?;
         self.attached.insert(function.to_owned(), (program, link));
         Ok(())
+    }
+
+    /// The BTF id of `function`. A syscall without arguments has its `__x64_sys_*` as an alias
+    /// of `__do_sys_*` (same address, so on the error-injection list too), and BTF knows only
+    /// the latter.
+    fn btf_id(&self, function: &str) -> Result<u32, EngineError> {
+        let btf = self
+            .btf
+            .as_ref()
+            .ok_or(EngineError::NoBtf(function.to_owned()))?;
+        let alias = function.replacen("__x64_sys_", "__do_sys_", 1);
+        [function, alias.as_str()]
+            .into_iter()
+            .find_map(|name| btf.id_by_type_name_kind(name, BtfKind::Func).ok())
+            .ok_or_else(|| EngineError::NoBtf(function.to_owned()))
     }
 
     /// The program's instructions, relocated against the shared maps (once).

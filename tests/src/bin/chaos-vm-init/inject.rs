@@ -83,14 +83,21 @@ pub fn inject_lsm() -> Result<(), String> {
     ])
 }
 
-/// The fmod-ret engine, named in the rules: getppid passes through no LSM hook, so its
-/// `__x64_sys_getppid` is modified (the error-injection list), openat's too.
+/// The fmod-ret engine, named in the rules. Where the kernel has the error-injection list, it
+/// modifies `__x64_sys_*`: getppid, which passes through no LSM hook, and openat; elsewhere the
+/// `security_*` functions of the LSM table's syscalls: openat and read.
 pub fn inject_fmod_ret() -> Result<(), String> {
     let target = prepare_inject("inject-fmod-ret")?;
-    let faults = [
-        fault("getppid", libc::EPERM, "EPERM"),
-        fault("openat", libc::EACCES, "EACCES"),
-    ];
+    let faults = match Path::new("/sys/kernel/debug/error_injection/list").exists() {
+        true => [
+            fault("getppid", libc::EPERM, "EPERM"),
+            fault("openat", libc::EACCES, "EACCES"),
+        ],
+        false => [
+            fault("openat", libc::EACCES, "EACCES"),
+            fault("read", libc::EIO, "EIO"),
+        ],
+    };
     let phase = |limit: &str, expect| Phase::rules(&faults, limit, expect);
     all_of([
         check_doctor(&[("fmod-ret", Ok(()))]),

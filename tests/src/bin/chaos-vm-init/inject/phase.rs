@@ -286,9 +286,9 @@ fn check_reported(
     check_monitored(output, label, fault, engine, failed)
 }
 
-/// The monitor saw every injected fault under its syscall and errno: the failures the JSON
-/// lines count over their intervals (each line counts those since the one before) add up to
-/// the injections. Every failure of the target's calls in these rounds is an injected one.
+/// The monitor saw every injected fault under its syscall and errno: its count of the target's
+/// failures with that errno (`errnos_total` of the last JSON line) is the injections'. Every
+/// failure of the target's calls in these rounds is an injected one.
 fn check_monitored(
     output: &ChaosUserOutput,
     label: &str,
@@ -296,23 +296,21 @@ fn check_monitored(
     engine: &str,
     failed: u64,
 ) -> Result<(), String> {
-    let mut seen = 0;
-    for line in &output.stdout {
-        let snapshot = json::parse(line).map_err(|e| format!("bad JSON line ({e}): {line}"))?;
-        seen += snapshot
-            .get("targets")
-            .map_or(&[][..], json::Value::as_array)
-            .iter()
-            .filter(|t| t.get("target").and_then(json::Value::as_str) == Some(label))
-            .flat_map(|t| t.get("syscalls").map_or(&[][..], json::Value::as_array))
-            .filter(|s| s.get("syscall").and_then(json::Value::as_str) == Some(fault.syscall))
-            .filter_map(|s| s.get("errnos")?.get(fault.errno_name)?.as_u64())
-            .sum::<u64>();
-    }
+    let last = output.stdout.last().ok_or("no JSON snapshot on stdout")?;
+    let snapshot = json::parse(last).map_err(|e| format!("bad JSON line ({e}): {last}"))?;
+    let seen: u64 = snapshot
+        .get("targets")
+        .map_or(&[][..], json::Value::as_array)
+        .iter()
+        .filter(|t| t.get("target").and_then(json::Value::as_str) == Some(label))
+        .flat_map(|t| t.get("syscalls").map_or(&[][..], json::Value::as_array))
+        .filter(|s| s.get("syscall").and_then(json::Value::as_str) == Some(fault.syscall))
+        .filter_map(|s| s.get("errnos_total")?.get(fault.errno_name)?.as_u64())
+        .sum();
     if seen != failed {
         return Err(format!(
             "the monitor counted {seen} {} {} failures of the target, {failed} were injected via \
-             {engine}",
+             {engine}: {last}",
             fault.syscall, fault.errno_name
         ));
     }
