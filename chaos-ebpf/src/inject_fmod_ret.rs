@@ -14,10 +14,12 @@ use crate::inject::take_pending;
 /// the context layout (the traced function's arguments), and this program reads none of it.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit")]
-pub fn inject_fmod_ret(_ctx: *mut c_void) -> i32 {
+/// 64 bits: `__x64_sys_*` return a long, and a 32-bit -1 would reach the caller as 4294967295
+/// (the `security_*` functions return an int, the low half).
+pub fn inject_fmod_ret(_ctx: *mut c_void) -> i64 {
     match take_pending(ENGINE_FMOD_RET) {
         // 0 runs the function; a negative errno is returned in its place.
-        Some(errno) if errno <= 4095 => -(errno as i32),
+        Some(errno) if errno <= 4095 => -i64::from(errno),
         _ => 0,
     }
 }
