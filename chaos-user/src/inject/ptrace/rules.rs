@@ -35,6 +35,7 @@ pub struct PtraceRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub rule: u32,
+    pub syscall: u32,
     /// 0: none.
     pub errno: u32,
     pub delay_ns: u64,
@@ -134,6 +135,7 @@ impl Rules {
         spec.injections.fetch_add(1, Ordering::Relaxed);
         Some(Decision {
             rule: index.into(),
+            syscall: nr as u32,
             errno: spec.errno.unwrap_or(0),
             delay_ns: spec.delay_ns,
         })
