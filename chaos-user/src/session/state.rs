@@ -10,7 +10,7 @@ use crate::{
     inject::{
         engine::{Capabilities, Engine},
         injector::{Injector, InstalledRule},
-        ptrace::{PtraceEngine, SkippedCalls},
+        ptrace::{PtraceEngine, PtraceTarget, SkippedCalls},
     },
     monitor::Monitor,
     names, resources,
@@ -140,6 +140,23 @@ impl State {
             injector.remove_rule(cgroup_id, syscall)?;
         }
         Ok(())
+    }
+
+    /// The ptrace tracer on every active target, with no rule (`PtraceEngine::hold`).
+    pub fn hold_ptrace(&mut self) -> Result<(), SessionError> {
+        let targets = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.active)
+            .map(|(index, slot)| PtraceTarget {
+                label: slot.target.label.clone(),
+                cgroup_dir: slot.target.cgroup.v2.clone(),
+                cgroup_id: slot.target.cgroup_id,
+                slot: index as u32,
+            })
+            .collect();
+        Ok(self.ptrace.hold(targets)?)
     }
 
     pub fn start_ptrace(&mut self) -> Result<(), SessionError> {

@@ -95,6 +95,20 @@ impl PtraceEngine {
         Ok(())
     }
 
+    /// Seizes `targets` with no rule: every call of theirs stops in the tracer as under a rule,
+    /// and none is perturbed. An experiment's baseline and recovery run so when its perturbation
+    /// runs on ptrace, so that the phases compare like with like. Detaches a tracer started
+    /// before.
+    pub fn hold(&mut self, targets: Vec<PtraceTarget>) -> Result<(), InjectError> {
+        self.stop();
+        self.tracer = Some(TracerThread::start(
+            targets,
+            Vec::new(),
+            SkippedCalls::none(),
+        )?);
+        Ok(())
+    }
+
     /// A target restarted in another cgroup: the tracer seizes the threads there.
     pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
         if let Some(tracer) = &self.tracer {

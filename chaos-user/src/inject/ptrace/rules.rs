@@ -148,15 +148,17 @@ impl Rules {
         }
     }
 
-    /// True when no rule can inject any more: all expired, or their nth/count reached.
+    /// True when no rule can inject any more: all expired, or their nth/count reached. A tracer
+    /// given no rule at all is idle on purpose (`PtraceEngine::hold`), never spent.
     pub fn all_spent(&self) -> bool {
         let now = sys::now_ns();
-        self.rules.iter().all(|rule| {
-            let spec = &rule.spec;
-            (spec.expires_ns != 0 && now > spec.expires_ns)
-                || spec.nth.is_some_and(|nth| rule.matched >= nth)
-                || spec.count.is_some_and(|count| rule.taken >= count)
-        })
+        !self.rules.is_empty()
+            && self.rules.iter().all(|rule| {
+                let spec = &rule.spec;
+                (spec.expires_ns != 0 && now > spec.expires_ns)
+                    || spec.nth.is_some_and(|nth| rule.matched >= nth)
+                    || spec.count.is_some_and(|count| rule.taken >= count)
+            })
     }
 }
 

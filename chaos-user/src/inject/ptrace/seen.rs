@@ -34,6 +34,11 @@ impl SkippedCalls {
         Self { inflight }
     }
 
+    /// For a tracer that skips nothing.
+    pub fn none() -> Self {
+        Self { inflight: None }
+    }
+
     /// Thread `tid` of the target counted under `slot` will see `errno` from `syscall`.
     pub fn record(&mut self, tid: i32, slot: u32, cgroup_id: u64, syscall: u32, errno: u32) {
         let Some(inflight) = &mut self.inflight else {
