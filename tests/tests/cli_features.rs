@@ -468,7 +468,24 @@ fn doctor_text_says_what_doctor_json_says() {
         .collect();
     assert_eq!(
         engines,
-        ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace"]
+        [
+            "kprobe",
+            "fmod-ret",
+            "lsm",
+            "cgroup-sock",
+            "signal",
+            "ptrace"
+        ]
+    );
+    // fmod_ret is tried for real: where the kernel refuses it (this host: EPERM), doctor says
+    // why, from the load itself.
+    let fmod_ret = &json["engines"][1];
+    assert!(
+        fmod_ret["works"] == true
+            || fmod_ret["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the kernel refuses program inject_fmod_ret")),
+        "{fmod_ret}"
     );
     // The signal engine needs 5.12 (its counters' atomics); this host has more.
     assert!(lines.contains(&"  signal       works"), "{text}");

@@ -648,7 +648,14 @@ mod tests {
             // doctor's order (chaos-user's ALL_ENGINES), which the `doctor` test compares.
             assert_eq!(
                 engines,
-                ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace"],
+                [
+                    "kprobe",
+                    "fmod-ret",
+                    "lsm",
+                    "cgroup-sock",
+                    "signal",
+                    "ptrace"
+                ],
                 "{}",
                 kernel.name
             );

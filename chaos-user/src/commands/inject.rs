@@ -40,7 +40,7 @@ pub struct InjectArgs {
     /// Without --errno the call then runs normally. Runs on the ptrace engine.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "signal")]
     pub delay: Option<Duration>,
-    /// auto, kprobe, lsm, cgroup-sock, signal or ptrace.
+    /// auto, kprobe, fmod-ret, lsm, cgroup-sock, signal or ptrace.
     #[arg(long, default_value = "auto")]
     pub engine: String,
     /// When the errno replaces the call: `before` it runs (the call is not executed) or `after`
