@@ -662,6 +662,7 @@ mod tests {
             assert!(!kernel.engines.contains(' '), "{}", kernel.name);
             let tests: Vec<&str> = [COMMON_TESTS, kernel.tests]
                 .iter()
+                .skip(usize::from(!kernel.common_tests))
                 .flat_map(|list| list.split(','))
                 .filter(|test| !test.is_empty())
                 .collect();

@@ -81,11 +81,17 @@ fn map_data(map: &Map) -> Option<&MapData> {
 
 pub fn coverage() -> String {
     match ENTRY_FUNCTIONS.get() {
-        Some(true) => "any syscall (its __x64_sys_* entry function is on this kernel's \
-                       error-injection list)"
+        Some(true) => "any syscall (this kernel's error-injection list has the __x64_sys_* \
+                       entry functions)"
             .to_owned(),
-        _ => format!(
-            "through the security_* functions of the LSM hooks (no error-injection list here): {}",
+        Some(false) => format!(
+            "through the security_* functions of the LSM hooks (this kernel has no \
+             error-injection list): {}",
+            lsm::coverage()
+        ),
+        None => format!(
+            "any syscall where the kernel has the error-injection list, else through the \
+             security_* functions of the LSM hooks: {}",
             lsm::coverage()
         ),
     }

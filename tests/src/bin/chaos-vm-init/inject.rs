@@ -150,7 +150,7 @@ pub fn inject_fmod_ret_auto() -> Result<(), String> {
         expect_refusal(
             &target,
             &getppid,
-            &["fmod-ret: covers only", "no error-injection list"],
+            &["fmod-ret: covers only", "has no error-injection list"],
         ),
         after_round(&target, &[fault("getppid", libc::EPERM, "EPERM")]),
     ])
