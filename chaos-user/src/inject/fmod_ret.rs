@@ -126,16 +126,14 @@ fn security_function(program: &str) -> Option<String> {
 pub fn probe(kernel: &mut KernelPrograms) -> Result<(), EngineError> {
     let state = &mut *kernel.fmod_ret;
     let entry = syscall_entry_function("getppid");
-    let on_entry = state.attach_once(&entry);
-    state.attached.remove(&entry);
-    let result = match on_entry {
-        Ok(()) => Ok(true),
+    // Attachments of its own, dropped (detached) at once: a rule's stay as they are.
+    let result = match state.try_attach(&entry) {
+        Ok(_attached) => Ok(true),
         Err(entry_error) => {
             log::debug!("fmod_ret on {entry}: {}", ebpf::chain(&entry_error));
-            let function = "security_file_open";
-            let on_security = state.attach_once(function);
-            state.attached.remove(function);
-            on_security.map(|()| false)
+            state
+                .try_attach("security_file_open")
+                .map(|_attached| false)
         }
     };
     let entry_functions = result.map_err(|e| {
@@ -162,9 +160,15 @@ pub fn attach(kernel: &mut KernelPrograms, syscall: &str) -> Result<(), EngineEr
 
 impl FmodRet {
     fn attach_once(&mut self, function: &str) -> Result<(), EngineError> {
-        if self.attached.contains_key(function) {
-            return Ok(());
+        if !self.attached.contains_key(function) {
+            let attached = self.try_attach(function)?;
+            self.attached.insert(function.to_owned(), attached);
         }
+        Ok(())
+    }
+
+    /// Loads the program for `function` and attaches it: the program and its link.
+    fn try_attach(&mut self, function: &str) -> Result<(OwnedFd, OwnedFd), EngineError> {
         if self.btf.is_none() {
             self.btf = Some(Btf::from_sys_fs().map_err(EngineError::Btf)?);
         }
@@ -174,8 +178,7 @@ impl FmodRet {
             what: format!("attaching {PROG_INJECT_FMOD_RET} to {function}"),
             source,
         })?;
-        self.attached.insert(function.to_owned(), (program, link));
-        Ok(())
+        Ok((program, link))
     }
 
     /// The BTF id of `function`. A syscall without arguments has its `__x64_sys_*` as an alias
