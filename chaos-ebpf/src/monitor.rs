@@ -202,10 +202,12 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
     call.pending_errno = 0;
-    let elapsed = if start_ns == UNTIMED {
-        None
-    } else {
-        Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
+    // A plain number, defined on every path: as an Option, 6.1's verifier loses which paths
+    // set it ("R8 !read_ok" at its later use) once the fault_errno branch below is there.
+    let timed = start_ns != UNTIMED;
+    let elapsed = match timed {
+        true => unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns),
+        false => 0,
     };
     // A fault that chaos-user's tracer puts in place after this point is what the application
     // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
@@ -226,7 +228,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         if failed {
             stats.errors += 1;
         }
-        if let Some(elapsed) = elapsed {
+        if timed {
             let weight = unsafe { core::ptr::read_volatile(&LATENCY_SAMPLE) }.max(1) as u64;
             stats.latency_sum_ns += elapsed * weight;
             if let Some(count) = stats.latency_hist.get_mut(latency_bucket(elapsed)) {
@@ -243,7 +245,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         });
     }
     if trace::enabled() {
-        trace::emit(call, start_ns, ret, elapsed.unwrap_or(0));
+        trace::emit(call, start_ns, ret, elapsed);
     }
     0
 }
