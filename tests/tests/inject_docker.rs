@@ -1,5 +1,5 @@
 //! The Perturbator on this host's kernel against real Docker containers: the cgroup-sock and
-//! signal engines (kprobe and LSM are tested in the VM kernels, `cargo xtask vm-test`). Every
+//! signal engines (kprobe, fmod-ret and LSM are tested in the VM kernels, `cargo xtask vm-test`). Every
 //! errno rule names its engine: `auto` prefers kprobe and LSM where the host offers them.
 use std::time::Duration;
 
@@ -358,6 +358,7 @@ fn bad_rules_are_refused_before_anything_is_attached() {
         "no engine can inject openat errors on this kernel: cgroup-sock: covers only connect, bind, sendto, sendmsg, socket",
     );
     forced_kprobe_on_fsync(&target);
+    forced_fmod_ret_on_connect(&target);
     refused(
         &with(&[
             "--syscall",
@@ -413,6 +414,45 @@ fn forced_kprobe_on_fsync(target: &[&str]) {
                 attach.injections(&files.name, "fsync", "EIO", "kprobe"),
                 Some(3.0)
             );
+        }
+    }
+}
+
+/// fmod-ret, forced: where the kernel refuses its programs (this host: EPERM), it is refused with
+/// doctor's reason; where it works, it injects.
+fn forced_fmod_ret_on_connect(target: &[&str]) {
+    let rule = [
+        "--syscall",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--count",
+        "3",
+        "--engine",
+        "fmod-ret",
+    ];
+    match Doctor::run().engine_works("fmod-ret") {
+        Err(why) => refused(
+            &[target, &rule[..]].concat(),
+            &format!("no engine can inject connect errors on this kernel: fmod-ret: {why}"),
+        ),
+        Ok(()) => {
+            let web = Container::start("inj-fmod-ret", &["--connect", "5"]);
+            let attach = Attach::inject(&[&["--container", web.name.as_str()], &rule[..]].concat());
+            assert!(
+                attach.stderr().contains("via fmod-ret"),
+                "{}",
+                attach.stderr()
+            );
+            assert_eq!(
+                web.trigger_round(1).outcome("connect"),
+                CallOutcome::failing(ECONNREFUSED, vec![1, 2, 3], 5)
+            );
+            assert_eq!(
+                attach.injections(&web.name, "connect", "ECONNREFUSED", "fmod-ret"),
+                Some(3.0)
+            );
+            assert_eq!(refused_connects(&attach, &web.name), Some(3.0));
         }
     }
 }
