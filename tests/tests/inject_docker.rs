@@ -1,6 +1,7 @@
 //! The Perturbator on this host's kernel against real Docker containers: the cgroup-sock and
-//! signal engines (kprobe, fmod-ret and LSM are tested in the VM kernels, `cargo xtask vm-test`). Every
-//! errno rule names its engine: `auto` prefers kprobe and LSM where the host offers them.
+//! signal engines (kprobe, fmod-ret and LSM are tested in the VM kernels, `cargo xtask
+//! vm-test`). Every errno rule names its engine: `auto` prefers kprobe, fmod-ret and LSM where
+//! the host offers them.
 use std::time::Duration;
 
 use tests::{
