@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{ProgramError, RawTracePoint},
 };
 use chaos_common::{
-    ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS,
-    PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, StatsKey, SyscallStats,
-    TARGET_FILTER_IDS, TargetFilter,
+    COUNTED_SLOTS, COUNTED_SYSCALLS, ErrorKey, MAP_SYSCALL_COUNTS, MAP_SYSCALL_ERRORS,
+    MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS, PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT,
+    PROG_SYS_EXIT, SlotCounts, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter,
 };
 use thiserror::Error;
 
@@ -55,6 +55,11 @@ pub struct Monitor {
     target_filter: Array<MapData, TargetFilter>,
     target_ids: FilterIds,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
+    /// Calls and failures of the first `COUNTED_SLOTS` slots (the kernel counts the others in
+    /// `stats`).
+    counts: PerCpuArray<MapData, SlotCounts>,
+    /// Slots given so far (they are given in order): the rows of `counts` to read.
+    slots: u32,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     /// Whether `start` attaches the syscall tracepoints (off: HTTP and resources only).
     count_syscalls: bool,
@@ -96,6 +101,8 @@ impl Monitor {
             target_filter: ebpf::take_map(ebpf, MAP_TARGET_FILTER)?,
             target_ids: FilterIds::default(),
             stats: ebpf::take_map(ebpf, MAP_SYSCALL_STATS)?,
+            counts: ebpf::take_map(ebpf, MAP_SYSCALL_COUNTS)?,
+            slots: 0,
             errors: ebpf::take_map(ebpf, MAP_SYSCALL_ERRORS)?,
             count_syscalls,
             entry,
@@ -125,6 +132,7 @@ impl Monitor {
     /// `TARGETS` learns a target before the filter and forgets it after, so the two never
     /// disagree about a target that stays.
     pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
+        self.slots = self.slots.max(slot + 1);
         self.targets.insert(cgroup_id, slot, 0)?;
         if let Some(position) = self.target_ids.reserve(cgroup_id, slot) {
             // Two writes: the slot lands before the id that makes the kernel read it.
@@ -159,6 +167,25 @@ impl Monitor {
                 for (sum, count) in total.latency_hist.iter_mut().zip(stats.latency_hist) {
                     *sum += count;
                 }
+            }
+        }
+        for slot in 0..self.slots.min(COUNTED_SLOTS) {
+            let per_cpu = self.counts.get(&slot, 0)?;
+            for syscall in 0..COUNTED_SYSCALLS {
+                let (calls, errors) = per_cpu.iter().fold((0, 0), |(calls, errors), row| {
+                    let count = row.counts[syscall];
+                    (calls + count.calls, errors + count.errors)
+                });
+                if calls == 0 {
+                    continue;
+                }
+                let key = StatsKey {
+                    slot,
+                    syscall: syscall as u32,
+                };
+                let total = counters.stats.entry(key).or_insert(SyscallStats::ZERO);
+                total.calls += calls;
+                total.errors += errors;
             }
         }
         for entry in self.errors.iter() {
