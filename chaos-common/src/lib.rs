@@ -19,9 +19,12 @@ pub const MAP_INFLIGHT: &str = "INFLIGHT";
 /// Per-CPU array indexed by slot: [`SlotCounts`], the exact calls and failures of the first
 /// [`COUNTED_SLOTS`] targets, without a hash lookup.
 pub const MAP_SYSCALL_COUNTS: &str = "SYSCALL_COUNTS";
-/// Kernel-only, per-CPU: the call that last entered on this CPU (whose thread, and whether a
-/// target's), so that its exit needs no cgroup lookup.
+/// Kernel-only, per-CPU: the thread that last made a syscall on this CPU and its slot (or none),
+/// so that its next entry and exit there need no cgroup lookup.
 pub const MAP_CPU_CALL: &str = "CPU_CALL";
+/// One-entry array: a number that changes whenever what `CPU_CALL` remembers may have gone stale
+/// (a fork, a task moved between cgroups, the targets changed).
+pub const MAP_GENERATION: &str = "GENERATION";
 /// Array indexed by `tid % THREAD_CALL_ENTRIES`: [`ThreadCall`], what a target's thread entered.
 pub const MAP_THREAD_CALLS: &str = "THREAD_CALLS";
 
@@ -51,6 +54,9 @@ pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 /// The entry program that also decides injections (atomic fetch-and-add: kernel 5.12+).
 pub const PROG_SYS_ENTER_INJECT: &str = "monitor_sys_enter_inject";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
+/// On `sched_process_fork` and `cgroup_attach_task`: bump [`MAP_GENERATION`].
+pub const PROG_TASK_FORK: &str = "monitor_task_fork";
+pub const PROG_CGROUP_ATTACH: &str = "monitor_cgroup_attach";
 /// HTTP counting's `cgroup_skb` programs, attached to each target's cgroup.
 pub const PROG_HTTP_INGRESS: &str = "http_ingress";
 pub const PROG_HTTP_EGRESS: &str = "http_egress";
@@ -90,6 +96,8 @@ pub const PROGRAMS: &[&str] = &[
     PROG_SYS_ENTER,
     PROG_SYS_ENTER_INJECT,
     PROG_SYS_EXIT,
+    PROG_TASK_FORK,
+    PROG_CGROUP_ATTACH,
     PROG_HTTP_INGRESS,
     PROG_HTTP_EGRESS,
     PROG_INJECT_KPROBE,
@@ -126,6 +134,7 @@ pub const MAPS: &[&str] = &[
     MAP_SYSCALL_COUNTS,
     MAP_THREAD_CALLS,
     MAP_CPU_CALL,
+    MAP_GENERATION,
     MAP_INJECT_RULES,
     MAP_RULE_SYSCALLS,
     MAP_INJECTIONS,
@@ -434,6 +443,7 @@ const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SlotCounts>() == 16 * COUNTED_SYSCALLS);
 const _: () = assert!(core::mem::size_of::<ThreadCall>() == 16);
 const _: () = assert!(THREAD_CALL_ENTRIES.is_power_of_two());
+const _: () = assert!(COUNTED_SYSCALLS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<InflightCall>() == 40 + 48);
 const _: () = assert!(core::mem::size_of::<TargetFilter>() == 8 + 12 * TARGET_FILTER_IDS);
 const _: () = assert!(core::mem::size_of::<TraceSpec>() == 4);

@@ -16,6 +16,8 @@
 //! - a session that may inject or traces keeps each thread's call in `INFLIGHT` (the engines'
 //!   hooks and trace events read it), counted the same way.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use crate::{inject, trace};
 use aya_ebpf::{
     bindings::pt_regs,
@@ -50,23 +52,70 @@ static SYSCALL_ERRORS: PerCpuHashMap<ErrorKey, u64> =
 #[map]
 static SYSCALL_COUNTS: PerCpuArray<SlotCounts> = PerCpuArray::with_max_entries(COUNTED_SLOTS, 0);
 
-/// What the last call to enter on this CPU was: its thread's saved registers, which sit at the
-/// top of its kernel stack and so tell threads apart for free, and its slot. Its exit, when
-/// nothing else entered on this CPU meanwhile (the common case: a call that does not sleep),
-/// knows from this whether the thread is a target without asking for its cgroup.
+/// The thread that last made a syscall on this CPU: its saved registers, which sit at the top of
+/// its kernel stack and so tell threads apart for free, and its slot. While `GENERATION` stays
+/// the same, the thread's next calls on this CPU (entry and exit) need no cgroup lookup: the
+/// common case of a thread that makes calls in a row.
 #[map]
 static CPU_CALL: PerCpuArray<CpuCall> = PerCpuArray::with_max_entries(1, 0);
 
 #[derive(Clone, Copy)]
 struct CpuCall {
-    /// `struct pt_regs *` of the thread; 0 once its exit has used it.
+    /// `struct pt_regs *` of the thread.
     regs: u64,
+    /// `GENERATION` when `slot` was looked up.
+    generation: u64,
     /// The thread's slot, or [`NOT_TARGET`].
     slot: u32,
     _pad: u32,
 }
 
 const NOT_TARGET: u32 = u32::MAX;
+
+/// Changes (kernel: +1, chaos-user: +2^32) whenever a remembered slot may be wrong: a fork (the
+/// child may get a dead thread's kernel stack, hence its `regs`), a task moved to another
+/// cgroup, the targets changed. A `CPU_CALL` of another generation is looked up again.
+#[map]
+static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn monitor_task_fork(_ctx: RawTracePointContext) -> i32 {
+    next_generation();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn monitor_cgroup_attach(_ctx: RawTracePointContext) -> i32 {
+    next_generation();
+    0
+}
+
+/// Atomic `+= 1`. Relaxed, its result unused: LLVM emits the plain XADD, which 5.10 takes.
+#[inline(always)]
+fn next_generation() {
+    if let Some(generation) = GENERATION.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(generation, 1) };
+    }
+}
+
+/// The current thread's slot, None if it is not a target's: remembered in `CPU_CALL` if this
+/// thread made the last call on this CPU, else from its cgroup (and remembered).
+#[inline(always)]
+fn current_slot(ctx: &RawTracePointContext) -> Option<u32> {
+    let regs: u64 = ctx.arg(0);
+    // Read before the cgroup: a change after this read makes what we remember stale at once.
+    let generation = GENERATION.get(0).copied().unwrap_or(0);
+    let last = CPU_CALL.get_ptr_mut(0)?;
+    let last = unsafe { &mut *last };
+    if last.regs == regs && last.generation == generation {
+        return (last.slot != NOT_TARGET).then_some(last.slot);
+    }
+    let slot = target_slot(unsafe { bpf_get_current_cgroup_id() });
+    last.regs = regs;
+    last.generation = generation;
+    last.slot = slot.unwrap_or(NOT_TARGET);
+    slot
+}
 
 #[map]
 static THREAD_CALLS: Array<ThreadCall> = Array::with_max_entries(THREAD_CALL_ENTRIES, 0);
@@ -134,22 +183,10 @@ pub fn monitor_sys_enter_inject(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let slot = target_slot(cgroup_id);
-    let syscall: i64 = ctx.arg(1);
-    if let Some(last) = CPU_CALL.get_ptr_mut(0) {
-        let last = unsafe { &mut *last };
-        // A thread that dies in this call never reaches its exit, and its kernel stack (whose
-        // address is `regs`) may go to another thread: remember nothing of it.
-        last.regs = match is_never_returning(syscall as u32) {
-            true => 0,
-            false => ctx.arg(0),
-        };
-        last.slot = slot.unwrap_or(NOT_TARGET);
-    }
-    let Some(slot) = slot else {
+    let Some(slot) = current_slot(ctx) else {
         return 0;
     };
+    let syscall: i64 = ctx.arg(1);
     if syscall < 0 {
         return 0;
     }
@@ -158,6 +195,8 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
         count(slot, syscall, false);
     }
     if inflight_path() {
+        // The rules are keyed by cgroup id.
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         inflight_enter(ctx, inject, cgroup_id, slot, syscall);
         return 0;
     }
@@ -272,7 +311,7 @@ fn timed() -> bool {
 pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     // Threads of other cgroups stop here. (A thread that moved out of a target mid-call loses
     // that one call.)
-    let Some(slot) = exiting_slot(&ctx) else {
+    let Some(slot) = current_slot(&ctx) else {
         return 0;
     };
     if inflight_path() {
@@ -301,21 +340,6 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     record(slot, syscall, ctx.arg(1), elapsed);
     0
-}
-
-/// The slot of the exiting thread, None if it is not a target's: from `CPU_CALL` if this thread
-/// was the last to enter on this CPU, else from its cgroup.
-#[inline(always)]
-fn exiting_slot(ctx: &RawTracePointContext) -> Option<u32> {
-    let regs: u64 = ctx.arg(0);
-    if let Some(last) = CPU_CALL.get_ptr_mut(0) {
-        let last = unsafe { &mut *last };
-        if last.regs == regs {
-            last.regs = 0;
-            return (last.slot != NOT_TARGET).then_some(last.slot);
-        }
-    }
-    target_slot(unsafe { bpf_get_current_cgroup_id() })
 }
 
 /// Exit of a session that may inject or traces: the call is the one `INFLIGHT` holds.
@@ -381,14 +405,18 @@ fn record(slot: u32, syscall: u32, ret: i64, elapsed: Option<u64>) {
 /// inlined and without a hash, else in the stats hash.
 #[inline(always)]
 fn count(slot: u32, syscall: u32, failed: bool) {
-    if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(slot)
-        && let Some(counts) = unsafe { &mut *row }.counts.get_mut(syscall as usize)
-    {
-        counts.calls += 1;
-        if failed {
-            counts.errors += 1;
+    if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(slot) {
+        // The index is bounded after the lookup, from a fresh load: no call in between, so it
+        // stays in the register compared. (LLVM otherwise may spill it before the compare and
+        // reload it after, and the 5.10 verifier refuses the reloaded copy as unbounded.)
+        let index = unsafe { core::ptr::read_volatile(&syscall) } as usize;
+        if let Some(counts) = unsafe { &mut *row }.counts.get_mut(index) {
+            counts.calls += 1;
+            if failed {
+                counts.errors += 1;
+            }
+            return;
         }
-        return;
     }
     with_stats(StatsKey { slot, syscall }, |stats| {
         stats.calls += 1;
