@@ -107,6 +107,13 @@ impl Attach {
         self.metrics().value("syschaos_injections_total", &labels)
     }
 
+    /// `syschaos_syscall_errors_total` of one (syscall, errno) of a target: what the monitor saw.
+    pub fn syscall_errors(&self, target: &str, syscall: &str, errno: &str) -> Option<f64> {
+        let labels = [("target", target), ("syscall", syscall), ("errno", errno)];
+        self.metrics()
+            .value("syschaos_syscall_errors_total", &labels)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -311,6 +311,83 @@ fn file_faults_through_ptrace() {
     assert_eq!(service.get("/file/index.html"), 200);
 }
 
+/// The engine must not be what the verdict measures. A rule that never matches perturbs nothing,
+/// so its perturbation is `resilient` on throughput (within 10%) on any engine: on the stop engine
+/// because unperturbed calls only pay the BPF programs, on ptrace because the tracer then stays
+/// attached through the baseline and the recovery too. The load is closed-loop (each GET as soon
+/// as the last answered), so a tracer shows in its rate.
+#[test]
+fn a_rule_that_never_matches_is_resilient_on_any_engine() {
+    let doctor = Doctor::run();
+    doctor.require_engine("ptrace");
+    // `run` picks a pre-call kernel engine for openat if the host has one, else the stop engine.
+    let auto = ["kprobe", "fmod-ret", "lsm"]
+        .into_iter()
+        .find(|engine| doctor.engine_works(engine).is_ok())
+        .unwrap_or("stop");
+    doctor.require_engine(auto);
+    let service = Service::start("exp-never");
+    let dir = TempDir::new("exp-never");
+    let never = "openat=EACCES,path-prefix=/nonexistent";
+    let yaml = format!(
+        "target:
+  container: {server}
+load:
+  command: [\"{workload}\", load, --port, \"{port}\", --interval-ms, \"0\", --requests, \"100000000\", --get, /file/index.html]
+  warmup: 1s
+phases:
+  baseline: 3s
+  perturbation: 3s
+  recovery: 3s
+steady_state:
+  window: 1s
+  conditions:
+    - name: throughput
+      metric: http.requests_per_sec
+      max_decrease: 10%
+      aggregate: median
+perturbations:
+  - name: never, auto
+    rule: {never}
+  - name: never, ptrace
+    rule: {never},engine=ptrace
+",
+        server = service.server.name,
+        workload = workload_bin().display(),
+        port = service.port,
+    );
+    let (ok, stderr, results) = run_experiment(&yaml, &dir.0);
+    assert!(ok, "chaos-user run failed: {stderr}");
+    assert_eq!(
+        verdicts(&results),
+        ["resilient", "resilient"],
+        "{results:#}"
+    );
+    let perturbations = results["perturbations"].as_array().unwrap();
+    assert_eq!(perturbations[0]["engine"], auto, "{results:#}");
+    assert_eq!(perturbations[1]["engine"], "ptrace", "{results:#}");
+    for p in perturbations {
+        assert_eq!(p["injections"], 0, "{p:#}");
+    }
+    // The tracer was there in the baseline: it ran slower than the untraced one before it.
+    let baseline_rate = |index: u64| {
+        let mut rates: Vec<f64> = results["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["perturbation"] == index && s["phase"] == "baseline")
+            .filter_map(|s| s["values"]["http.requests_per_sec"].as_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (untraced, traced) = (baseline_rate(1), baseline_rate(2));
+    assert!(
+        traced < 0.8 * untraced,
+        "baseline under ptrace {traced:.0} req/s, without {untraced:.0}: was the tracer attached?"
+    );
+}
+
 #[test]
 fn plan_amplifies_the_failures_the_service_meets() {
     let service = Service::start("exp-plan");

@@ -89,11 +89,22 @@ fn errnos_on_five_syscalls_exactly_in_the_target_only() {
     }
 
     let metric = |syscall, errno| attach.injections(&web.name, syscall, errno, "ptrace");
-    assert_eq!(metric("openat", "EACCES"), Some(10.0));
-    assert_eq!(metric("read", "EIO"), Some(4.0));
-    assert_eq!(metric("write", "ENOSPC"), Some(1.0));
-    assert_eq!(metric("fsync", "EIO"), Some(10.0));
-    assert_eq!(metric("getppid", "EPERM"), Some(6.0));
+    // The monitor sees each skipped call under its syscall and the errno the workload got.
+    let seen = |syscall, errno| attach.syscall_errors(&web.name, syscall, errno);
+    for (syscall, errno, count) in [
+        ("openat", "EACCES", 10.0),
+        ("read", "EIO", 4.0),
+        ("write", "ENOSPC", 1.0),
+        ("fsync", "EIO", 10.0),
+        ("getppid", "EPERM", 6.0),
+    ] {
+        assert_eq!(metric(syscall, errno), Some(count), "{syscall} {errno}");
+        assert_eq!(
+            seen(syscall, errno),
+            Some(count),
+            "monitor: {syscall} {errno}"
+        );
+    }
 
     // Budgets spent: only the unlimited openat rule still injects.
     let report = web.trigger_round(2);

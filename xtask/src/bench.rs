@@ -3,6 +3,7 @@ mod floor;
 mod harness;
 mod http;
 pub mod inject;
+mod inject_http;
 mod inject_vm;
 mod monitor;
 
@@ -16,8 +17,9 @@ pub enum Bench {
     Ptrace(crate::bench_ptrace::PtraceArgs),
     /// requests/s of an HTTP server under wrk, bare and with chaos-user counting its responses.
     Http(http::HttpArgs),
-    /// getppid and connect under chaos-user inject (1, 1000 rules), attach and strace -e inject;
-    /// then getppid and openat with the kprobe engine in the override VM.
+    /// nginx under wrk with a never-matching rule on each engine of this host; getppid and
+    /// connect under chaos-user inject (1, 1000 rules), attach and strace -e inject; then getppid
+    /// and openat with the kprobe engine in the override VM.
     Inject(inject::InjectArgs),
 }
 

@@ -327,6 +327,9 @@ fn describe_rules(rules: &[InstalledRule]) -> String {
             if let Some(nth) = rule.nth {
                 text.push_str(&format!(" nth={nth}"));
             }
+            if let Some(when) = rule.when {
+                text.push_str(&format!(" when={}", when.name()));
+            }
             if let Some(count) = rule.count {
                 text.push_str(&format!(" count={count}"));
             }

@@ -8,7 +8,7 @@ use clap::Args;
 use super::common::{self, OutputArgs, TargetArgs};
 use crate::inject::{
     engine::EngineChoice,
-    rule::{self, Fault, RuleSpec},
+    rule::{self, Fault, RuleSpec, When},
 };
 
 #[derive(Debug, Args)]
@@ -43,6 +43,11 @@ pub struct InjectArgs {
     /// auto, kprobe, lsm, cgroup-sock, signal or ptrace.
     #[arg(long, default_value = "auto")]
     pub engine: String,
+    /// When the errno replaces the call: `before` it runs (the call is not executed) or `after`
+    /// it ran (the application sees the errno instead of its result). Default: the engine's
+    /// way, `before` for errnos.
+    #[arg(long)]
+    pub when: Option<When>,
     /// More rules, inline: SYSCALL=ERRNO_OR_SIGNAL[,key=value...] or SYSCALL,delay=D[,...]
     /// (repeatable).
     #[arg(long = "rule", value_name = "RULE")]
@@ -110,6 +115,7 @@ fn flag_rules(args: &InjectArgs) -> anyhow::Result<Vec<RuleSpec>> {
             rule.path_prefix = args.path_prefix.clone();
             rule.delay = args.delay;
             rule.engine = engine;
+            rule.when = args.when;
             Ok(rule.validate()?)
         })
         .collect()

@@ -63,6 +63,10 @@ pub enum InjectError {
     BadDelay(String),
     #[error("rule on {0}: a signal rule cannot delay the call; give an errno, or a delay alone")]
     SignalWithDelay(String),
+    #[error("`{0}`: when is before or after (the errno before the call runs, or after it ran)")]
+    UnknownWhen(String),
+    #[error("rule on {0}: a signal rule has no when: the signal is delivered as the call returns")]
+    SignalWithWhen(String),
     #[error("engine {0} cannot delay calls: delays run on the ptrace engine")]
     DelayNeedsPtrace(Engine),
     #[error(

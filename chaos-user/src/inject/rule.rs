@@ -28,6 +28,38 @@ impl Fault {
     }
 }
 
+/// When an errno takes the call's place. `Before`: the call is not executed (kprobe, fmod_ret,
+/// lsm, cgroup-sock, ptrace). `After`: the call ran and the application sees the errno instead
+/// of its result, as after a lost reply or a failed flush (the stop engine; a call that blocked
+/// is interrupted, so for it the errno still comes before it completes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    Before,
+    After,
+}
+
+impl When {
+    pub fn name(self) -> &'static str {
+        match self {
+            When::Before => "before",
+            When::After => "after",
+        }
+    }
+}
+
+impl std::str::FromStr for When {
+    type Err = InjectError;
+
+    fn from_str(text: &str) -> Result<Self, InjectError> {
+        match text.trim() {
+            "before" => Ok(When::Before),
+            "after" => Ok(When::After),
+            other => Err(InjectError::UnknownWhen(other.to_owned())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSpec {
     pub syscall: String,
@@ -43,6 +75,8 @@ pub struct RuleSpec {
     pub duration: Option<Duration>,
     /// Hold the call this long before it runs (or fails with the errno): ptrace engine.
     pub delay: Option<Duration>,
+    /// When the errno (or delay) applies, if the user said; else the chosen engine's way.
+    pub when: Option<When>,
     pub engine: EngineChoice,
 }
 
@@ -61,6 +95,7 @@ impl RuleSpec {
             path_arg: None,
             duration: None,
             delay: None,
+            when: None,
             engine: EngineChoice::Auto,
         })
     }
@@ -116,6 +151,7 @@ impl RuleSpec {
                     )
                 }
                 "engine" => rule.engine = value.parse()?,
+                "when" => rule.when = Some(value.parse()?),
                 "delay" => {
                     rule.delay = Some(
                         humantime::parse_duration(value)
@@ -124,7 +160,7 @@ impl RuleSpec {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key `{key}` (known: probability, nth, count, path-prefix, duration, delay, engine)"
+                        "unknown key `{key}` (known: probability, nth, count, path-prefix, duration, delay, when, engine)"
                     )));
                 }
             }
@@ -169,6 +205,9 @@ impl RuleSpec {
                 return Err(InjectError::SignalWithDelay(self.syscall.clone()));
             }
             _ => {}
+        }
+        if matches!(self.fault, Fault::Signal(_)) && self.when.is_some() {
+            return Err(InjectError::SignalWithWhen(self.syscall.clone()));
         }
         Ok(self)
     }
@@ -250,6 +289,9 @@ mod tests {
         let rule = RuleSpec::parse("fsync=EIO,delay=1s").unwrap();
         assert_eq!(rule.fault, Fault::Errno(libc::EIO as u32));
         assert_eq!(rule.delay, Some(Duration::from_secs(1)));
+        assert_eq!(rule.when, None);
+        let rule = RuleSpec::parse("fdatasync=EIO,when=after").unwrap();
+        assert_eq!(rule.when, Some(When::After));
     }
 
     #[test]
@@ -268,5 +310,7 @@ mod tests {
         assert!(error("getppid,delay=0ms").contains("longer than 0"));
         assert!(error("getppid,delay=soon").contains("delay `soon`"));
         assert!(error("fsync=SIGKILL,delay=1s").contains("signal rule cannot delay"));
+        assert!(error("fsync=EIO,when=later").contains("`later`: when is before or after"));
+        assert!(error("fsync=SIGKILL,when=after").contains("a signal rule has no when"));
     }
 }

@@ -165,6 +165,11 @@ impl Session {
         self.state().start()
     }
 
+    /// Seizes every target with the ptrace tracer and no rule (see `PtraceEngine::hold`).
+    pub fn hold_ptrace(&self) -> Result<(), SessionError> {
+        self.state().hold_ptrace()
+    }
+
     /// Seizes the targets of ptrace rules and starts applying them (nothing without such rules).
     pub fn start_ptrace(&self) -> Result<(), SessionError> {
         self.state().start_ptrace()

@@ -10,7 +10,7 @@ use crate::{
     inject::{
         engine::{Capabilities, Engine},
         injector::{Injector, InstalledRule},
-        ptrace::PtraceEngine,
+        ptrace::{PtraceEngine, PtraceTarget, SkippedCalls},
     },
     monitor::Monitor,
     names, resources,
@@ -142,13 +142,32 @@ impl State {
         Ok(())
     }
 
+    /// The ptrace tracer on every active target, with no rule (`PtraceEngine::hold`).
+    pub fn hold_ptrace(&mut self) -> Result<(), SessionError> {
+        let targets = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.active)
+            .map(|(index, slot)| PtraceTarget {
+                label: slot.target.label.clone(),
+                cgroup_dir: slot.target.cgroup.v2.clone(),
+                cgroup_id: slot.target.cgroup_id,
+                slot: index as u32,
+            })
+            .collect();
+        Ok(self.ptrace.hold(targets)?)
+    }
+
     pub fn start_ptrace(&mut self) -> Result<(), SessionError> {
         let slots = &self.slots;
         let cgroup_dir = |label: &str| {
-            let slot = slots.iter().find(|slot| slot.target.label == label)?;
-            Some((slot.target.cgroup.v2.clone(), slot.target.cgroup_id))
+            let index = slots.iter().position(|slot| slot.target.label == label)?;
+            let target = &slots[index].target;
+            Some((target.cgroup.v2.clone(), target.cgroup_id, index as u32))
         };
-        Ok(self.ptrace.start(&self.rules, cgroup_dir)?)
+        let skipped = SkippedCalls::open(&self.ebpf);
+        Ok(self.ptrace.start(&self.rules, cgroup_dir, skipped)?)
     }
 
     /// Counts the target's new cgroup under its slot; its rules follow it, with their counters

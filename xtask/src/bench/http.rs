@@ -155,7 +155,7 @@ fn measure(args: &HttpArgs, chaos_user: &Path, server: Server) -> anyhow::Result
                 Config::Floor => Some(Floor::attach()?),
                 _ => None,
             };
-            *rate = wrk(&url, args.duration, server_cpu)?;
+            *rate = wrk(&url, args.duration, server_cpu)?.requests_per_sec;
             drop(floor);
             if let Some(tracer) = tracer {
                 let lines = tracer.stop()?;
@@ -252,7 +252,7 @@ fn change(rounds: &[Round], of: Config, against: Config) -> (f64, f64, f64) {
 
 /// The server's command line and the path wrk asks for. nginx gets its own prefix under
 /// `scratch` (config, logs, pid), and runs in the foreground as one process.
-fn server_command(
+pub(super) fn server_command(
     server: Server,
     port: u16,
     scratch: &Path,
@@ -270,8 +270,10 @@ fn server_command(
                 bail!("nginx not found: apt-get install nginx-light (./run setup installs it)");
             }
             let prefix = scratch.join("nginx");
-            std::fs::create_dir_all(&prefix)
-                .with_context(|| format!("creating {}", prefix.display()))?;
+            let file = prefix.join("static").join("file.txt");
+            std::fs::create_dir_all(prefix.join("static"))
+                .and_then(|()| std::fs::write(&file, "ok\n"))
+                .with_context(|| format!("creating {}", file.display()))?;
             let config = prefix.join("nginx.conf");
             std::fs::write(&config, nginx_config(port, &prefix))
                 .with_context(|| format!("writing {}", config.display()))?;
@@ -301,6 +303,8 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 \"ok\\n\"; }}
+        # Opened at each request (no open_file_cache): bench inject's rules act on its openat.
+        location /static/ {{ root {prefix}; }}
     }}
 }}
 "
@@ -308,7 +312,7 @@ http {{
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
-fn wait_for_port(port: u16) -> anyhow::Result<()> {
+pub(super) fn wait_for_port(port: u16) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if std::time::Instant::now() > deadline {
@@ -325,8 +329,14 @@ fn attach(chaos_user: &std::path::Path, cgroup: &Cgroup, extra: &[&str]) -> anyh
     attach_cgroup(chaos_user, &cgroup.path, &args)
 }
 
-/// Requests/s that `wrk` reports.
-fn wrk(url: &str, duration: Duration, server_cpu: usize) -> anyhow::Result<f64> {
+/// What one `wrk --latency` run reports.
+pub(super) struct WrkRun {
+    pub requests_per_sec: f64,
+    pub p99_ms: f64,
+}
+
+/// Runs `wrk -t1 -c8 --latency` against `url`.
+pub(super) fn wrk(url: &str, duration: Duration, server_cpu: usize) -> anyhow::Result<WrkRun> {
     let mut command = Command::new("wrk");
     if server_cpu > 0 {
         pin(&mut command, 0);
@@ -335,16 +345,42 @@ fn wrk(url: &str, duration: Duration, server_cpu: usize) -> anyhow::Result<f64> 
         .args([
             "-t1",
             "-c8",
+            "--latency",
             &format!("-d{}s", duration.as_secs().max(1)),
             url,
         ])
         .output()
         .context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
+    let requests_per_sec = text
+        .lines()
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rate| rate.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+    // The latency distribution's line `     99%    1.23ms`.
+    let p99_ms = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("99%"))
+        .and_then(|value| milliseconds(value.trim()))
+        .with_context(|| format!("no 99% latency in wrk's output: {text}"))?;
+    Ok(WrkRun {
+        requests_per_sec,
+        p99_ms,
+    })
+}
+
+/// `1.23ms`, `456.00us`, `1.50s` as milliseconds.
+fn milliseconds(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(number / 1000.0),
+        "ms" => Some(number),
+        "s" => Some(number * 1000.0),
+        "m" => Some(number * 60_000.0),
+        _ => None,
+    }
 }
 
 /// Total responses in the last JSON snapshot chaos-user printed.

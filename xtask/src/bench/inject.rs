@@ -1,4 +1,5 @@
-//! `cargo xtask bench inject`: what chaos-user's in-kernel injection adds to each call of a process,
+//! `cargo xtask bench inject`: first what a rule costs nginx under wrk, per engine
+//! (inject_http.rs); then what chaos-user's in-kernel injection adds to each call of a process,
 //! for a call it leaves alone (getppid) and one it fails (connect), with 1 rule and with 1000, next
 //! to the monitor alone and to strace -e inject, measured in the same run. That is the
 //! cgroup-sock engine; the kprobe engine's runs follow in the override VM (inject_vm.rs).
@@ -27,6 +28,12 @@ pub struct InjectArgs {
     /// Only the kprobe engine's runs in the override VM.
     #[arg(long)]
     pub vm_only: bool,
+    /// Skip the first part: nginx under wrk with a never-matching rule on each engine.
+    #[arg(long)]
+    pub skip_nginx: bool,
+    /// Length of each wrk run of the nginx part.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub wrk_duration: std::time::Duration,
 }
 
 /// The rule under test, and the others that make 4 rules per target. The workload's listener
@@ -223,6 +230,9 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<()> {
     }
     let workload = build::release("tests", Some(build::MUSL))?.join("chaos-workload");
     let chaos_user = build::chaos_user()?;
+    if !args.skip_nginx {
+        super::inject_http::run(args.runs, args.wrk_duration, &chaos_user)?;
+    }
     if Command::new("strace").arg("-V").output().is_err() {
         build::run(Command::new("apt-get").args(["install", "-y", "strace"]))?;
     }

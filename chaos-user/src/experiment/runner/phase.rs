@@ -52,6 +52,11 @@ impl Runner {
                 false => format!(" ({})", planned.name),
             }
         );
+        // A tracer slows every call of the target: under ptrace, the baseline and the recovery
+        // run traced too, or the verdict would blame the fault for the tracer's cost.
+        if engine == Engine::Ptrace {
+            self.session.hold_ptrace()?;
+        }
         let start = self.now_s();
         let end = self
             .phase(
@@ -76,6 +81,9 @@ impl Runner {
             self.inject_and_recover(planned, engine, count, &mut spans)
                 .await?
         };
+        if engine == Engine::Ptrace {
+            self.session.stop_ptrace();
+        }
         // Read now, not from the last 1 s sample: a phase that SIGINT, SIGTERM or an abort ends
         // early has injected since (a removed rule's count stays readable).
         let injections = self.injections(&injected.installed, &self.session.snapshot()?);
@@ -207,7 +215,11 @@ impl Runner {
             }
         }
         if engine == Engine::Ptrace {
-            self.session.stop_ptrace();
+            // The rules' tracer goes; the recovery runs traced as the baseline did.
+            if let Err(e) = self.session.hold_ptrace() {
+                eprintln!("syschaos: the tracer cannot stay attached for the recovery: {e}");
+                self.session.stop_ptrace();
+            }
         }
     }
 

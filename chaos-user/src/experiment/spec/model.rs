@@ -7,7 +7,7 @@ use super::super::{probe::ProbeSpec, steady::MetricRef};
 use crate::{
     inject::{
         engine::EngineChoice,
-        rule::{Fault, RuleSpec},
+        rule::{Fault, RuleSpec, When},
     },
     target::TargetSpec,
 };
@@ -87,6 +87,7 @@ pub struct RuleOptions {
     pub count: Option<u64>,
     pub path_prefix: Option<String>,
     pub engine: EngineChoice,
+    pub when: Option<When>,
     pub duration: Option<Duration>,
 }
 

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::inject::{
     engine::EngineChoice,
-    rule::{self, Fault, RuleSpec},
+    rule::{self, Fault, RuleSpec, When},
 };
 
 const FORMS: &str = "a perturbation is one of: rule: 'SYSCALL=ERRNO,...', syscall: NAME (with errno, signal and/or delay), or matrix: {syscalls, errnos, delays}";
@@ -40,6 +40,7 @@ impl Validator<'_> {
                 p.count.is_some(),
                 p.path_prefix.is_some(),
                 p.engine.is_some(),
+                p.when.is_some(),
                 p.duration.is_some(),
             ];
             if fields.iter().any(|f| *f) {
@@ -90,6 +91,13 @@ impl Validator<'_> {
             })?,
             None => EngineChoice::Auto,
         };
+        let when =
+            match &p.when {
+                Some(when) => Some(when.value.parse::<When>().map_err(|e| {
+                    self.error(&when.referenced, format!("{key}.when"), e.to_string())
+                })?),
+                None => None,
+            };
         let probability = match &p.probability {
             Some(prob) if !(prob.value.0 > 0.0 && prob.value.0 <= 1.0) => {
                 return Err(self.error(
@@ -107,6 +115,7 @@ impl Validator<'_> {
             count: p.count,
             path_prefix: p.path_prefix.clone(),
             engine,
+            when,
             duration: p.duration.map(|d| d.0),
         })
     }
@@ -210,6 +219,7 @@ pub fn apply_options(rule: &mut RuleSpec, options: &RuleOptions, delay: Option<D
     rule.count = options.count;
     rule.path_prefix = options.path_prefix.clone();
     rule.engine = options.engine;
+    rule.when = options.when;
     rule.duration = options.duration;
     rule.delay = delay;
 }

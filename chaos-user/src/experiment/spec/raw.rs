@@ -112,6 +112,7 @@ pub(super) struct RawPerturbation {
     pub(super) count: Option<u64>,
     pub(super) path_prefix: Option<String>,
     pub(super) engine: Option<Spanned<String>>,
+    pub(super) when: Option<Spanned<String>>,
     pub(super) duration: Option<Dur>,
     pub(super) phases: Option<RawPhases>,
     pub(super) matrix: Option<Spanned<RawMatrix>>,

@@ -63,6 +63,9 @@ fn scan_with(tracer: &mut Tracer, initial: bool, buffer: &mut String) -> Result<
                     }
                     // Exited meanwhile.
                     Err(Errno::ESRCH) => {}
+                    // A tracer thread of ours that just stopped: the kernel lets its tracees go
+                    // as that thread exits, after `join` returned. The next scan takes it.
+                    Err(_) if traced_by_this_process(tid) => {}
                     Err(errno) => {
                         tracer.ignored.insert(tid);
                         if let Some(error) = why_not(tid, errno, &tracer.targets[target].label) {
@@ -90,6 +93,12 @@ fn seize(tid: i32) -> Result<(), Errno> {
             Err(errno)
         }
     }
+}
+
+fn traced_by_this_process(tid: i32) -> bool {
+    sys::status_field(tid, "TracerPid")
+        .and_then(|tracer| sys::status_field(tracer.parse().ok()?, "Tgid"))
+        .is_some_and(|tgid| tgid == std::process::id().to_string())
 }
 
 /// Why a thread cannot be seized, or None when it does not matter (a zombie, ourselves).

@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use super::{PtraceRule, PtraceTarget, TracerThread};
+use super::{PtraceRule, PtraceTarget, SkippedCalls, TracerThread};
 use crate::{
     ebpf::kernel_now_ns,
     inject::{InjectError, engine::Engine, injector::InstalledRule, rule::Fault},
@@ -36,12 +36,14 @@ impl PtraceEngine {
     }
 
     /// Starts the tracer for the ptrace rules among `rules` ((rule, expiry in CLOCK_MONOTONIC
-    /// ns)); `cgroup_dir` gives a target's cgroup v2 directory and id by label. Nothing to do without
-    /// ptrace rules that can still apply. A tracer started before is detached first.
+    /// ns)); `cgroup_dir` gives a target's cgroup v2 directory, id and slot by label; `skipped`
+    /// tells the monitor of the calls it skips. Nothing to do without ptrace rules that can still
+    /// apply. A tracer started before is detached first.
     pub fn start(
         &mut self,
         rules: &[(InstalledRule, u64)],
-        cgroup_dir: impl Fn(&str) -> Option<(PathBuf, u64)>,
+        cgroup_dir: impl Fn(&str) -> Option<(PathBuf, u64, u32)>,
+        skipped: SkippedCalls,
     ) -> Result<(), InjectError> {
         self.stop();
         let now = kernel_now_ns();
@@ -54,13 +56,14 @@ impl PtraceEngine {
             let target = match targets.iter().position(|t| t.label == rule.target) {
                 Some(index) => index,
                 None => {
-                    let Some((dir, id)) = cgroup_dir(&rule.target) else {
+                    let Some((dir, id, slot)) = cgroup_dir(&rule.target) else {
                         continue;
                     };
                     targets.push(PtraceTarget {
                         label: rule.target.clone(),
                         cgroup_dir: dir,
                         cgroup_id: id,
+                        slot,
                     });
                     targets.len() - 1
                 }
@@ -88,7 +91,21 @@ impl PtraceEngine {
         if specs.is_empty() {
             return Ok(());
         }
-        self.tracer = Some(TracerThread::start(targets, specs)?);
+        self.tracer = Some(TracerThread::start(targets, specs, skipped)?);
+        Ok(())
+    }
+
+    /// Seizes `targets` with no rule: every call of theirs stops in the tracer as under a rule,
+    /// and none is perturbed. An experiment's baseline and recovery run so when its perturbation
+    /// runs on ptrace, so that the phases compare like with like. Detaches a tracer started
+    /// before.
+    pub fn hold(&mut self, targets: Vec<PtraceTarget>) -> Result<(), InjectError> {
+        self.stop();
+        self.tracer = Some(TracerThread::start(
+            targets,
+            Vec::new(),
+            SkippedCalls::none(),
+        )?);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod attach;
 mod detach;
 mod handle;
 mod rules;
+mod seen;
 mod sys;
 mod tracer;
 
@@ -24,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-pub use self::{handle::PtraceEngine, rules::PtraceRule};
+pub use self::{handle::PtraceEngine, rules::PtraceRule, seen::SkippedCalls};
 use crate::inject::{InjectError, engine::EngineError};
 
 /// A target as the tracer knows it: where to find its threads.
@@ -36,6 +37,8 @@ pub struct PtraceTarget {
     /// The directory's inode: a cgroup recreated at the same path (a restarting container) is
     /// another cgroup, not seized until the session follows it, as the kernel engines do.
     pub cgroup_id: u64,
+    /// The slot the monitor counts it under.
+    pub slot: u32,
 }
 
 /// What the session and the tracer thread share.
@@ -60,7 +63,11 @@ impl TracerThread {
     /// Seizes every thread of the targets and starts applying `rules`. Returns once each thread
     /// is traced, or with the reason one cannot be (already traced by another tracer...), in
     /// which case nothing stays attached.
-    pub fn start(targets: Vec<PtraceTarget>, rules: Vec<PtraceRule>) -> Result<Self, InjectError> {
+    pub fn start(
+        targets: Vec<PtraceTarget>,
+        rules: Vec<PtraceRule>,
+        skipped: SkippedCalls,
+    ) -> Result<Self, InjectError> {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             retarget: Mutex::new(Vec::new()),
@@ -70,7 +77,7 @@ impl TracerThread {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syschaos-ptrace".into())
-            .spawn(move || tracer::run(targets, rules, thread_shared, ready_tx))
+            .spawn(move || tracer::run(targets, rules, thread_shared, skipped, ready_tx))
             .map_err(|e| ptrace_error(format!("cannot start the tracer thread: {e}")))?;
         match ready_rx.recv_timeout(ATTACH_TIMEOUT) {
             Ok(Ok(tracer_tid)) => Ok(Self {

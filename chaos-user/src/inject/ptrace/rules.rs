@@ -35,6 +35,7 @@ pub struct PtraceRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub rule: u32,
+    pub syscall: u32,
     /// 0: none.
     pub errno: u32,
     pub delay_ns: u64,
@@ -134,6 +135,7 @@ impl Rules {
         spec.injections.fetch_add(1, Ordering::Relaxed);
         Some(Decision {
             rule: index.into(),
+            syscall: nr as u32,
             errno: spec.errno.unwrap_or(0),
             delay_ns: spec.delay_ns,
         })
@@ -146,15 +148,17 @@ impl Rules {
         }
     }
 
-    /// True when no rule can inject any more: all expired, or their nth/count reached.
+    /// True when no rule can inject any more: all expired, or their nth/count reached. A tracer
+    /// given no rule at all is idle on purpose (`PtraceEngine::hold`), never spent.
     pub fn all_spent(&self) -> bool {
         let now = sys::now_ns();
-        self.rules.iter().all(|rule| {
-            let spec = &rule.spec;
-            (spec.expires_ns != 0 && now > spec.expires_ns)
-                || spec.nth.is_some_and(|nth| rule.matched >= nth)
-                || spec.count.is_some_and(|count| rule.taken >= count)
-        })
+        !self.rules.is_empty()
+            && self.rules.iter().all(|rule| {
+                let spec = &rule.spec;
+                (spec.expires_ns != 0 && now > spec.expires_ns)
+                    || spec.nth.is_some_and(|nth| rule.matched >= nth)
+                    || spec.count.is_some_and(|count| rule.taken >= count)
+            })
     }
 }
 

@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use super::{
     PtraceRule, PtraceTarget, Shared, attach, detach,
     rules::{Decision, Rules},
+    seen::SkippedCalls,
     sys::{self, Event, Stop, SyscallInfo, WakeTimer},
 };
 use crate::inject::InjectError;
@@ -98,6 +99,8 @@ pub struct Target {
     pub label: String,
     pub dir: PathBuf,
     pub cgroup_id: u64,
+    /// The slot the monitor counts the target under.
+    pub slot: u32,
 }
 
 pub struct Tracer {
@@ -116,6 +119,7 @@ pub struct Tracer {
     pub ignored: HashSet<i32>,
     pub scan_buffer: String,
     info: SyscallInfo,
+    skipped: SkippedCalls,
 }
 
 /// The tracer thread's body: attach, trace until asked to stop (or every rule is spent), detach.
@@ -123,6 +127,7 @@ pub fn run(
     targets: Vec<PtraceTarget>,
     rules: Vec<PtraceRule>,
     shared: Arc<Shared>,
+    skipped: SkippedCalls,
     ready: Sender<Result<i32, InjectError>>,
 ) -> detach::Summary {
     let timer = match WakeTimer::new() {
@@ -142,6 +147,7 @@ pub fn run(
                 label: t.label,
                 dir: t.cgroup_dir,
                 cgroup_id: t.cgroup_id,
+                slot: t.slot,
             })
             .collect(),
         threads: Threads::default(),
@@ -154,6 +160,7 @@ pub fn run(
         ignored: HashSet::new(),
         scan_buffer: String::new(),
         info: SyscallInfo::default(),
+        skipped,
     };
     if let Err(error) = attach::scan(&mut tracer, true) {
         let summary = detach::all(&mut tracer);
@@ -271,11 +278,14 @@ impl Tracer {
             return;
         }
         if decision.errno != 0 {
-            if sys::skip_call(tid).is_ok() {
-                thread.pending_errno = decision.errno;
-            } else {
-                self.rules.undo(decision.rule);
-            }
+            skip(
+                tid,
+                thread,
+                &decision,
+                &self.targets,
+                &self.rules,
+                &mut self.skipped,
+            );
         }
         resume(tid, 0);
     }
@@ -297,11 +307,14 @@ impl Tracer {
             if let Some(decision) = thread.held.take()
                 && decision.errno != 0
             {
-                if sys::skip_call(tid).is_ok() {
-                    thread.pending_errno = decision.errno;
-                } else {
-                    self.rules.undo(decision.rule);
-                }
+                skip(
+                    tid,
+                    thread,
+                    &decision,
+                    &self.targets,
+                    &self.rules,
+                    &mut self.skipped,
+                );
             }
             resume(tid, 0);
         }
@@ -425,4 +438,30 @@ impl Tracer {
 /// PTRACE_SYSCALL; a tracee killed meanwhile (ESRCH) reports its exit next.
 fn resume(tid: i32, signal: i32) {
     let _ = sys::resume(tid, signal);
+}
+
+/// Skips the call at `tid`'s entry stop so that it returns the decision's errno at its exit
+/// stop, and tells the monitor; a call that cannot be skipped runs and is not counted.
+fn skip(
+    tid: i32,
+    thread: &mut Thread,
+    decision: &Decision,
+    targets: &[Target],
+    rules: &Rules,
+    skipped: &mut SkippedCalls,
+) {
+    if sys::skip_call(tid).is_err() {
+        rules.undo(decision.rule);
+        return;
+    }
+    thread.pending_errno = decision.errno;
+    if let Some(target) = targets.get(thread.target) {
+        skipped.record(
+            tid,
+            target.slot,
+            target.cgroup_id,
+            decision.syscall,
+            decision.errno,
+        );
+    }
 }
