@@ -12,8 +12,21 @@ pub const MAP_TARGET_FILTER: &str = "TARGET_FILTER";
 pub const MAP_SYSCALL_STATS: &str = "SYSCALL_STATS";
 /// Per-CPU `(slot, syscall, errno)` -> failure count.
 pub const MAP_SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
-/// Thread id -> the call it is in ([`InflightCall`]), for latency.
+/// Thread id -> the call it is in ([`InflightCall`]), for latency. Used while a session may
+/// inject or traces (engines and trace events need what entry saw); otherwise
+/// [`MAP_THREAD_CALLS`] does its job for less.
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
+/// Per-CPU array indexed by slot: [`SlotCounts`], the exact calls and failures of the first
+/// [`COUNTED_SLOTS`] targets, without a hash lookup.
+pub const MAP_SYSCALL_COUNTS: &str = "SYSCALL_COUNTS";
+/// Kernel-only, per-CPU: the thread that last made a syscall on this CPU and its slot (or none),
+/// so that its next entry and exit there need no cgroup lookup.
+pub const MAP_CPU_CALL: &str = "CPU_CALL";
+/// One-entry array: a number that changes whenever what `CPU_CALL` remembers may have gone stale
+/// (a fork, a task moved between cgroups, the targets changed).
+pub const MAP_GENERATION: &str = "GENERATION";
+/// Array indexed by `tid % THREAD_CALL_ENTRIES`: [`ThreadCall`], what a target's thread entered.
+pub const MAP_THREAD_CALLS: &str = "THREAD_CALLS";
 
 /// `(cgroup id, syscall)` -> [`InjectRule`]: the Perturbator's rules.
 pub const MAP_INJECT_RULES: &str = "INJECT_RULES";
@@ -44,6 +57,9 @@ pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 /// The entry program that also decides injections (atomic fetch-and-add: kernel 5.12+).
 pub const PROG_SYS_ENTER_INJECT: &str = "monitor_sys_enter_inject";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
+/// On `sched_process_fork` and `cgroup_attach_task`: bump [`MAP_GENERATION`].
+pub const PROG_TASK_FORK: &str = "monitor_task_fork";
+pub const PROG_CGROUP_ATTACH: &str = "monitor_cgroup_attach";
 /// HTTP counting's `cgroup_skb` programs, attached to each target's cgroup.
 pub const PROG_HTTP_INGRESS: &str = "http_ingress";
 pub const PROG_HTTP_EGRESS: &str = "http_egress";
@@ -89,6 +105,8 @@ pub const PROGRAMS: &[&str] = &[
     PROG_SYS_ENTER,
     PROG_SYS_ENTER_INJECT,
     PROG_SYS_EXIT,
+    PROG_TASK_FORK,
+    PROG_CGROUP_ATTACH,
     PROG_HTTP_INGRESS,
     PROG_HTTP_EGRESS,
     PROG_INJECT_KPROBE,
@@ -124,6 +142,10 @@ pub const MAPS: &[&str] = &[
     MAP_SYSCALL_STATS,
     MAP_SYSCALL_ERRORS,
     MAP_INFLIGHT,
+    MAP_SYSCALL_COUNTS,
+    MAP_THREAD_CALLS,
+    MAP_CPU_CALL,
+    MAP_GENERATION,
     MAP_INJECT_RULES,
     MAP_RULE_SYSCALLS,
     MAP_INJECTIONS,
@@ -153,6 +175,13 @@ pub const NO_PATH_ARG: u32 = u32::MAX;
 pub const MAX_STATS_ENTRIES: u32 = 32 * 1024;
 pub const MAX_ERROR_ENTRIES: u32 = 16 * 1024;
 pub const MAX_INFLIGHT_THREADS: u32 = 64 * 1024;
+/// Targets whose counts live in [`MAP_SYSCALL_COUNTS`] (slots below this); later ones count in
+/// [`MAP_SYSCALL_STATS`]. Slots are given in order and never reused.
+pub const COUNTED_SLOTS: u32 = 64;
+/// Syscall numbers below this count in [`MAP_SYSCALL_COUNTS`] (x86_64 has about 460).
+pub const COUNTED_SYSCALLS: usize = 512;
+/// Entries of [`MAP_THREAD_CALLS`] (a power of two).
+pub const THREAD_CALL_ENTRIES: u32 = 64 * 1024;
 
 /// Latency histogram buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns
 /// (bucket 0 also takes 0 ns); the last bucket is open-ended (2^39 ns is about 9 minutes).
@@ -209,6 +238,36 @@ impl SyscallStats {
         latency_sum_ns: 0,
         latency_hist: [0; HIST_BUCKETS],
     };
+}
+
+/// Calls and failures of one (slot, syscall).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallCount {
+    pub calls: u64,
+    pub errors: u64,
+}
+
+/// Value of [`MAP_SYSCALL_COUNTS`]: one target's counts, indexed by syscall number. The
+/// latency of timed calls, and the counts of syscalls past the array, are in
+/// [`MAP_SYSCALL_STATS`]; user space adds the two.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SlotCounts {
+    pub counts: [CallCount; COUNTED_SYSCALLS],
+}
+
+/// Value of [`MAP_THREAD_CALLS`]: the call a thread of a target is in. Threads whose ids share a
+/// position overwrite each other: the one that loses finds another id at exit, reads its syscall
+/// number from its registers and is counted all the same, untimed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadCall {
+    /// `tid << 32 | syscall`, in one word so that a reader never pairs one thread's id with
+    /// another's syscall; 0 once the call is counted.
+    pub who: u64,
+    /// `bpf_ktime_get_ns()` at entry, 0 if the call is not timed.
+    pub start_ns: u64,
 }
 
 /// Key of [`MAP_SYSCALL_ERRORS`].
@@ -394,6 +453,10 @@ pub const fn bucket_upper_ns(i: usize) -> u64 {
 const _: () = assert!(core::mem::size_of::<StatsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 8 * (3 + HIST_BUCKETS));
 const _: () = assert!(core::mem::size_of::<ErrorKey>() == 16);
+const _: () = assert!(core::mem::size_of::<SlotCounts>() == 16 * COUNTED_SYSCALLS);
+const _: () = assert!(core::mem::size_of::<ThreadCall>() == 16);
+const _: () = assert!(THREAD_CALL_ENTRIES.is_power_of_two());
+const _: () = assert!(COUNTED_SYSCALLS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<InflightCall>() == 40 + 48);
 const _: () = assert!(core::mem::size_of::<TargetFilter>() == 8 + 12 * TARGET_FILTER_IDS);
 const _: () = assert!(core::mem::size_of::<TraceSpec>() == 4);
@@ -412,6 +475,8 @@ mod pod {
     unsafe impl aya::Pod for super::StatsKey {}
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::ErrorKey {}
+    unsafe impl aya::Pod for super::SlotCounts {}
+    unsafe impl aya::Pod for super::ThreadCall {}
     unsafe impl aya::Pod for super::InflightCall {}
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::InjectRule {}

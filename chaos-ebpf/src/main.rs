@@ -13,6 +13,7 @@ mod inject_kprobe;
 mod inject_lsm;
 mod inject_signal;
 mod monitor;
+mod monitor_slot;
 mod trace;
 
 #[cfg(not(test))]

@@ -4,30 +4,36 @@
 //! and return value as plain arguments, without the record copy that a perf tracepoint makes,
 //! which is most of the per-call cost a bpftrace script pays.
 //!
-//! Cost for threads that are not targets, on each side: a cgroup-id read and a few compares in
-//! an inlined array (`TargetFilter`, which also gives a target's slot). Targets pay the in-flight
-//! lookup on each side and a per-CPU stats update at exit.
+//! What a call costs here is mostly function calls (helpers, and the functions of a hash map
+//! lookup): with the host's return thunks (SRSO "safe RET") each return is dear, while array
+//! lookups are inlined by the verifier. So the common path calls as little as it can:
+//! - every thread, on each side: its slot or none (`monitor_slot.rs`), remembered per CPU for
+//!   a thread that makes calls in a row (an inlined per-CPU array read), else from the cgroup id
+//!   (one helper) and compares in an inlined array (`TargetFilter`);
+//! - targets of a session that neither injects nor traces: the thread id at entry and exit,
+//!   the clock on both sides for timed calls (`--latency-sample`), one array slot per thread
+//!   (`THREAD_CALLS`) and counts in a per-CPU array (`SYSCALL_COUNTS`); the latency of a timed
+//!   call goes to the `SYSCALL_STATS` hash, and failures to `SYSCALL_ERRORS`;
+//! - a session that may inject or traces keeps each thread's call in `INFLIGHT` (the engines'
+//!   hooks and trace events read it), counted the same way.
 
-use crate::{inject, trace};
+pub(crate) use crate::monitor_slot::target_slot;
+use crate::{inject, monitor_slot::current_slot, trace};
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::RawTracePointContext,
 };
 use chaos_common::{
-    ErrorKey, InflightCall, MAX_ERROR_ENTRIES, MAX_INFLIGHT_THREADS, MAX_STATS_ENTRIES,
-    MAX_TARGETS, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter, latency_bucket,
+    COUNTED_SLOTS, ErrorKey, InflightCall, MAX_ERROR_ENTRIES, MAX_INFLIGHT_THREADS,
+    MAX_STATS_ENTRIES, SlotCounts, StatsKey, SyscallStats, THREAD_CALL_ENTRIES, ThreadCall,
+    latency_bucket,
 };
-
-#[map]
-static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
-
-#[map]
-static TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<StatsKey, SyscallStats> =
@@ -36,6 +42,12 @@ static SYSCALL_STATS: PerCpuHashMap<StatsKey, SyscallStats> =
 #[map]
 static SYSCALL_ERRORS: PerCpuHashMap<ErrorKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_ERROR_ENTRIES, 0);
+
+#[map]
+static SYSCALL_COUNTS: PerCpuArray<SlotCounts> = PerCpuArray::with_max_entries(COUNTED_SLOTS, 0);
+
+#[map]
+static THREAD_CALLS: Array<ThreadCall> = Array::with_max_entries(THREAD_CALL_ENTRIES, 0);
 
 // LRU: entries of threads that exited are recycled without a cleanup hook.
 #[map]
@@ -50,6 +62,18 @@ static SYS_EXIT_NR: u32 = u32::MAX;
 static SYS_EXIT_GROUP_NR: u32 = u32::MAX;
 
 const MAX_ERRNO: i64 = 4095;
+
+/// Set by the loader when the session may inject: each call of a target then goes through
+/// `INFLIGHT`, where the engines (kernel hooks, chaos-user's tracer) find and leave decisions.
+#[unsafe(no_mangle)]
+static INJECTING: u8 = 0;
+
+/// Whether calls go through `INFLIGHT` rather than `THREAD_CALLS`.
+#[inline(always)]
+fn inflight_path() -> bool {
+    let injecting = unsafe { core::ptr::read_volatile(&INJECTING) } != 0;
+    injecting || trace::enabled()
+}
 
 /// Time one call in N, at random (`--latency-sample N`, set by the loader; 1: every call).
 /// Counts and errors stay exact; sampled latencies are weighted by N in the histogram.
@@ -88,8 +112,7 @@ pub fn monitor_sys_enter_inject(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let Some(slot) = target_slot(cgroup_id) else {
+    let Some(slot) = current_slot(ctx) else {
         return 0;
     };
     let syscall: i64 = ctx.arg(1);
@@ -98,8 +121,40 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     }
     let syscall = syscall as u32;
     if is_never_returning(syscall) {
-        with_stats(StatsKey { slot, syscall }, |stats| stats.calls += 1);
+        count(slot, syscall, false);
     }
+    if inflight_path() {
+        // The rules are keyed by cgroup id.
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        inflight_enter(ctx, inject, cgroup_id, slot, syscall);
+        return 0;
+    }
+    if is_never_returning(syscall) {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let start_ns = if timed() {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    if let Some(entry) = THREAD_CALLS.get_ptr_mut(tid & (THREAD_CALL_ENTRIES - 1)) {
+        let entry = unsafe { &mut *entry };
+        entry.who = (u64::from(tid) << 32) | u64::from(syscall);
+        entry.start_ns = start_ns;
+    }
+    0
+}
+
+/// Entry of a session that may inject or traces: the thread's call goes to `INFLIGHT`.
+#[inline(always)]
+fn inflight_enter(
+    ctx: &RawTracePointContext,
+    inject: bool,
+    cgroup_id: u64,
+    slot: u32,
+    syscall: u32,
+) {
     // The thread's entry is written field by field, in place: copying the whole struct costs
     // more than the rest of the hook (measured: `cargo xtask bench monitor`).
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -109,7 +164,7 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
             let _ = INFLIGHT.insert(&tid, &IDLE_CALL, 0);
             match INFLIGHT.get_ptr_mut(&tid) {
                 Some(entry) => entry,
-                None => return 0,
+                None => return,
             }
         }
     };
@@ -129,48 +184,13 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     if is_never_returning(syscall) {
         // No sys_exit follows: nothing to time, and an errno rule cannot apply.
         call.start_ns = 0;
-        return 0;
+        return;
     }
     call.start_ns = if timed() {
         unsafe { bpf_ktime_get_ns() }
     } else {
         UNTIMED
     };
-    0
-}
-
-/// The slot of `cgroup_id` if it is a target: from the filter while it lists the targets,
-/// from `TARGETS` beyond that.
-#[inline(always)]
-pub(crate) fn target_slot(cgroup_id: u64) -> Option<u32> {
-    match listed_slot(cgroup_id)? {
-        Listed::Slot(slot) => Some(slot),
-        Listed::Unknown => unsafe { TARGETS.get(&cgroup_id) }.copied(),
-    }
-}
-
-enum Listed {
-    Slot(u32),
-    /// The filter lists no targets one by one (too many): ask `TARGETS`.
-    Unknown,
-}
-
-/// What the filter says of `cgroup_id`; None: surely not a target.
-#[inline(always)]
-fn listed_slot(cgroup_id: u64) -> Option<Listed> {
-    let filter = TARGET_FILTER.get(0)?;
-    if filter.len == TargetFilter::ALL {
-        return Some(Listed::Unknown);
-    }
-    // Every position is compared, not only the first `len`: free ones and those past `len` hold
-    // id 0, which no task's cgroup has. A loop bounded by `len` compiles to a count-down from
-    // min(len, 8) that the 5.10 verifier cannot bound (it walks past the array and refuses).
-    for i in 0..TARGET_FILTER_IDS {
-        if filter.cgroup_ids[i] == cgroup_id {
-            return Some(Listed::Slot(filter.slots[i]));
-        }
-    }
-    None
 }
 
 /// Whether this call is timed (always when tracing: events carry times). Chosen at random: every
@@ -184,30 +204,62 @@ fn timed() -> bool {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
-    // Threads of other cgroups stop here, before the in-flight lookup. (A thread that moved
-    // out of a target mid-call loses that one call; its entry is reused at its next call.)
-    // With too many targets to list, the in-flight lookup below is the check.
-    if listed_slot(unsafe { bpf_get_current_cgroup_id() }).is_none() {
+    // Threads of other cgroups stop here. (A thread that moved out of a target mid-call loses
+    // that one call.)
+    let Some(slot) = current_slot(&ctx) else {
+        return 0;
+    };
+    if inflight_path() {
+        inflight_exit(&ctx);
         return 0;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(entry) = INFLIGHT.get_ptr_mut(&tid) else {
+    let Some(entry) = THREAD_CALLS.get_ptr_mut(tid & (THREAD_CALL_ENTRIES - 1)) else {
         return 0;
+    };
+    let entry = unsafe { &mut *entry };
+    let who = entry.who;
+    let (syscall, elapsed) = if (who >> 32) as u32 == tid {
+        entry.who = 0;
+        let start_ns = entry.start_ns;
+        let elapsed = match start_ns {
+            0 => UNTIMED_ELAPSED,
+            _ => unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns),
+        };
+        (who as u32, elapsed)
+    } else {
+        // Another thread took the position (or entry did not see this call): the syscall
+        // number is in the registers, and the call is counted untimed.
+        match entered_syscall(&ctx) {
+            Some(syscall) => (syscall, UNTIMED_ELAPSED),
+            None => return 0,
+        }
+    };
+    record(slot, syscall, ctx.arg(1), elapsed);
+    0
+}
+
+/// Exit of a session that may inject or traces: the call is the one `INFLIGHT` holds.
+#[inline(always)]
+fn inflight_exit(ctx: &RawTracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(entry) = INFLIGHT.get_ptr_mut(&tid) else {
+        return;
     };
     let call = unsafe { &mut *entry };
     let start_ns = call.start_ns;
     if start_ns == 0 {
-        return 0;
+        return;
     }
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
     call.pending_errno = 0;
-    // A plain number, defined on every path: as an Option, 6.1's verifier loses which paths
-    // set it ("R8 !read_ok" at its later use) once the fault_errno branch below is there.
+    // A plain number on every path, not an Option: with the fault branch below, 6.1's verifier
+    // loses track of an Option's payload register ("R8 !read_ok").
     let timed = start_ns != UNTIMED;
     let elapsed = match timed {
         true => unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns),
-        false => 0,
+        false => UNTIMED_ELAPSED,
     };
     // A fault that chaos-user's tracer puts in place after this point is what the application
     // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
@@ -218,36 +270,71 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         ctx.arg(1)
     };
     call.fault_errno = 0;
-    let key = StatsKey {
-        slot: call.slot,
-        syscall: call.syscall,
-    };
+    record(call.slot, call.syscall, ret, elapsed);
+    if trace::enabled() {
+        trace::emit(call, start_ns, ret, if timed { elapsed } else { 0 });
+    }
+}
+
+/// `elapsed` of a call that was not timed.
+const UNTIMED_ELAPSED: u64 = u64::MAX;
+
+/// Counts a completed call, and its latency unless `elapsed` is [`UNTIMED_ELAPSED`].
+#[inline(always)]
+fn record(slot: u32, syscall: u32, ret: i64, elapsed: u64) {
     let failed = (-MAX_ERRNO..0).contains(&ret);
-    with_stats(key, |stats| {
-        stats.calls += 1;
-        if failed {
-            stats.errors += 1;
-        }
-        if timed {
+    count(slot, syscall, failed);
+    if elapsed != UNTIMED_ELAPSED {
+        with_stats(StatsKey { slot, syscall }, |stats| {
             let weight = unsafe { core::ptr::read_volatile(&LATENCY_SAMPLE) }.max(1) as u64;
             stats.latency_sum_ns += elapsed * weight;
             if let Some(count) = stats.latency_hist.get_mut(latency_bucket(elapsed)) {
                 *count += weight;
             }
-        }
-    });
+        });
+    }
     if failed {
         count_error(ErrorKey {
-            slot: call.slot,
-            syscall: call.syscall,
+            slot,
+            syscall,
             errno: (-ret) as u32,
             _pad: 0,
         });
     }
-    if trace::enabled() {
-        trace::emit(call, start_ns, ret, elapsed);
+}
+
+/// One more call (and failure) of (`slot`, `syscall`): in the per-CPU array when both fit,
+/// inlined and without a hash, else in the stats hash.
+#[inline(always)]
+fn count(slot: u32, syscall: u32, failed: bool) {
+    if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(slot) {
+        // The index is bounded after the lookup, from a fresh load: no call in between, so it
+        // stays in the register compared. (LLVM otherwise may spill it before the compare and
+        // reload it after, and the 5.10 verifier refuses the reloaded copy as unbounded.)
+        let index = unsafe { core::ptr::read_volatile(&syscall) } as usize;
+        if let Some(counts) = unsafe { &mut *row }.counts.get_mut(index) {
+            counts.calls += 1;
+            if failed {
+                counts.errors += 1;
+            }
+            return;
+        }
     }
-    0
+    with_stats(StatsKey { slot, syscall }, |stats| {
+        stats.calls += 1;
+        if failed {
+            stats.errors += 1;
+        }
+    });
+}
+
+/// The syscall number of the current call, from the registers saved at entry; None for a
+/// call the entry side passes over (-1: skipped by a tracer or seccomp).
+#[inline(always)]
+fn entered_syscall(ctx: &RawTracePointContext) -> Option<u32> {
+    let regs: *const pt_regs = ctx.arg(0);
+    let syscall = unsafe { bpf_probe_read_kernel(&(*regs).orig_rax as *const u64) }.ok()? as i64;
+    u32::try_from(syscall).ok()
 }
 
 /// The six syscall arguments from the user registers saved at entry (x86_64: rdi, rsi, rdx, r10,

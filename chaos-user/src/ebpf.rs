@@ -54,6 +54,8 @@ pub struct Globals {
     pub trace_sample: u64,
     /// Time one call in N (0 and 1: every call).
     pub latency_sample: u32,
+    /// The session may inject: calls go through `INFLIGHT`, where the engines meet.
+    pub injecting: bool,
 }
 
 /// Loads the object into the kernel; no program is loaded or attached yet.
@@ -66,6 +68,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
     let failed_only = u8::from(globals.trace_failed_only);
     let sample = globals.trace_sample.max(1);
     let latency_sample = globals.latency_sample.max(1);
+    let injecting = u8::from(globals.injecting);
     EbpfLoader::new()
         .override_global("SYS_EXIT_NR", &exit_nr, true)
         .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
@@ -73,6 +76,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
         .override_global("TRACE_FAILED_ONLY", &failed_only, true)
         .override_global("TRACE_SAMPLE", &sample, true)
         .override_global("LATENCY_SAMPLE", &latency_sample, true)
+        .override_global("INJECTING", &injecting, true)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Object)
 }

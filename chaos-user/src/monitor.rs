@@ -1,18 +1,20 @@
 //! The monitor: counts every call of the targets per (slot, syscall), failures per errno, and
 //! latency, in the kernel (`chaos-ebpf/src/monitor.rs`, programs `monitor_sys_enter` (or
-//! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints). It owns
-//! the target maps and the counters.
+//! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints, and
+//! `monitor_task_fork` / `monitor_cgroup_attach`, which tell them when a remembered slot may be
+//! stale). It owns the target maps and the counters.
 use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{ProgramError, RawTracePoint},
 };
 use chaos_common::{
-    ErrorKey, MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS,
-    PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, StatsKey, SyscallStats,
-    TARGET_FILTER_IDS, TargetFilter,
+    COUNTED_SLOTS, COUNTED_SYSCALLS, ErrorKey, MAP_GENERATION, MAP_SYSCALL_COUNTS,
+    MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS, PROG_CGROUP_ATTACH,
+    PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, PROG_TASK_FORK, SlotCounts, StatsKey,
+    SyscallStats, TARGET_FILTER_IDS, TargetFilter,
 };
 use thiserror::Error;
 
@@ -23,7 +25,7 @@ pub enum MonitorError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(
-        "cannot attach to the raw_syscalls:{tracepoint} tracepoint: the kernel needs CONFIG_FTRACE_SYSCALLS and raw tracepoint BPF programs"
+        "cannot attach to the {tracepoint} tracepoint: the kernel needs CONFIG_FTRACE_SYSCALLS and raw tracepoint BPF programs"
     )]
     Attach {
         tracepoint: &'static str,
@@ -54,7 +56,14 @@ pub struct Monitor {
     /// The kernel's quick "surely not a target" check, kept in step with `targets`.
     target_filter: Array<MapData, TargetFilter>,
     target_ids: FilterIds,
+    /// Changed after each change of the targets: the kernel's remembered slots are stale.
+    generation: Array<MapData, u64>,
     stats: PerCpuHashMap<MapData, StatsKey, SyscallStats>,
+    /// Calls and failures of the first `COUNTED_SLOTS` slots (the kernel counts the others in
+    /// `stats`).
+    counts: PerCpuArray<MapData, SlotCounts>,
+    /// Slots given so far (they are given in order): the rows of `counts` to read.
+    slots: u32,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     /// Whether `start` attaches the syscall tracepoints (off: HTTP and resources only).
     count_syscalls: bool,
@@ -91,11 +100,16 @@ impl Monitor {
             }
         };
         load(ebpf, PROG_SYS_EXIT)?;
+        load(ebpf, PROG_TASK_FORK)?;
+        load(ebpf, PROG_CGROUP_ATTACH)?;
         Ok(Self {
             targets: ebpf::take_map(ebpf, MAP_TARGETS)?,
             target_filter: ebpf::take_map(ebpf, MAP_TARGET_FILTER)?,
             target_ids: FilterIds::default(),
+            generation: ebpf::take_map(ebpf, MAP_GENERATION)?,
             stats: ebpf::take_map(ebpf, MAP_SYSCALL_STATS)?,
+            counts: ebpf::take_map(ebpf, MAP_SYSCALL_COUNTS)?,
+            slots: 0,
             errors: ebpf::take_map(ebpf, MAP_SYSCALL_ERRORS)?,
             count_syscalls,
             entry,
@@ -113,9 +127,16 @@ impl Monitor {
         if !self.count_syscalls {
             return Ok(());
         }
-        for (name, tracepoint) in [(self.entry, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
+        // The generation hooks first: the syscall programs' remembered slots rely on them.
+        for (name, tracepoint) in [
+            (PROG_TASK_FORK, "sched:sched_process_fork"),
+            (PROG_CGROUP_ATTACH, "cgroup:cgroup_attach_task"),
+            (self.entry, "raw_syscalls:sys_enter"),
+            (PROG_SYS_EXIT, "raw_syscalls:sys_exit"),
+        ] {
+            let (_, event) = tracepoint.split_once(':').unwrap_or(("", tracepoint));
             raw_tracepoint(ebpf, name)?
-                .attach(tracepoint)
+                .attach(event)
                 .map_err(|source| MonitorError::Attach { tracepoint, source })?;
         }
         Ok(())
@@ -125,6 +146,7 @@ impl Monitor {
     /// `TARGETS` learns a target before the filter and forgets it after, so the two never
     /// disagree about a target that stays.
     pub fn add_cgroup(&mut self, cgroup_id: u64, slot: u32) -> Result<(), MonitorError> {
+        self.slots = self.slots.max(slot + 1);
         self.targets.insert(cgroup_id, slot, 0)?;
         if let Some(position) = self.target_ids.reserve(cgroup_id, slot) {
             // Two writes: the slot lands before the id that makes the kernel read it.
@@ -143,8 +165,14 @@ impl Monitor {
         }
     }
 
+    /// Writes the filter, then moves to a new generation, so that no thread goes on with a slot
+    /// the kernel remembered from before.
     fn write_target_filter(&mut self) -> Result<(), MonitorError> {
-        Ok(self.target_filter.set(0, self.target_ids.filter(), 0)?)
+        self.target_filter.set(0, self.target_ids.filter(), 0)?;
+        // The kernel adds 1 at each fork, concurrently: whatever it adds meanwhile, the value
+        // written differs from every value seen before.
+        let generation = self.generation.get(&0, 0)?;
+        Ok(self.generation.set(0, generation + (1 << 32), 0)?)
     }
 
     pub fn read(&self) -> Result<Counters, MonitorError> {
@@ -159,6 +187,25 @@ impl Monitor {
                 for (sum, count) in total.latency_hist.iter_mut().zip(stats.latency_hist) {
                     *sum += count;
                 }
+            }
+        }
+        for slot in 0..self.slots.min(COUNTED_SLOTS) {
+            let per_cpu = self.counts.get(&slot, 0)?;
+            for syscall in 0..COUNTED_SYSCALLS {
+                let (calls, errors) = per_cpu.iter().fold((0, 0), |(calls, errors), row| {
+                    let count = row.counts[syscall];
+                    (calls + count.calls, errors + count.errors)
+                });
+                if calls == 0 {
+                    continue;
+                }
+                let key = StatsKey {
+                    slot,
+                    syscall: syscall as u32,
+                };
+                let total = counters.stats.entry(key).or_insert(SyscallStats::ZERO);
+                total.calls += calls;
+                total.errors += errors;
             }
         }
         for entry in self.errors.iter() {

@@ -1,4 +1,5 @@
 //! `cargo xtask bench ...`
+mod floor;
 mod harness;
 mod http;
 pub mod inject;

@@ -88,6 +88,7 @@ impl Session {
             trace_failed_only: trace.failed_only,
             trace_sample: trace.sample,
             latency_sample: options.latency_sample,
+            injecting: options.inject,
         })?;
         let monitor = Monitor::take(&mut ebpf, options.syscalls, options.inject)?;
         let http = match options.http {

@@ -32,7 +32,15 @@ impl Tracefs {
             Command::new("mount")
                 .args(["-t", "tracefs", "tracefs"])
                 .arg(&path),
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "tracefs is not mounted and mounting it on {} failed: bpftrace cannot attach \
+                 `tracepoint:` probes without it (mount it, or run as root on a kernel with \
+                 CONFIG_TRACING)",
+                path.display()
+            )
+        })?;
         eprintln!("bench: mounted tracefs on {} for bpftrace", path.display());
         Ok(Self {
             mounted_here: Some(path),
