@@ -11,6 +11,7 @@ mod inject_cgroup_sock;
 mod inject_kprobe;
 mod inject_lsm;
 mod inject_signal;
+mod inject_stop;
 mod monitor;
 mod trace;
 

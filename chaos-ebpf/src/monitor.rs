@@ -210,6 +210,10 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     // A fault that chaos-user's tracer puts in place after this point is what the application
     // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
     // program passes over; the tracer wrote this entry for it.)
+    // Engine stop: an exit the application never sees (its call is re-issued) is not counted.
+    if crate::inject_stop::reissued(call, ctx.arg(1)) {
+        return 0;
+    }
     let ret: i64 = if call.fault_errno != 0 {
         -(call.fault_errno as i64)
     } else {

@@ -12,7 +12,7 @@ use thiserror::Error;
 use super::{
     InjectError, cgroup_sock, kprobe, lsm, ptrace,
     rule::{Fault, RuleSpec},
-    signal,
+    signal, stop,
 };
 use crate::ebpf::{self, LoadError};
 
@@ -29,14 +29,18 @@ pub enum Engine {
     Signal,
     /// A tracer thread in chaos-user (`crate::ptrace`): any syscall, errno and/or delay.
     Ptrace,
+    /// Decided at entry in the kernel, which stops the thread with SIGSTOP; chaos-user's tracer
+    /// applies the errno and/or delay at that stop only.
+    Stop,
 }
 
-pub const ALL_ENGINES: [Engine; 5] = [
+pub const ALL_ENGINES: [Engine; 6] = [
     Engine::Kprobe,
     Engine::Lsm,
     Engine::CgroupSock,
     Engine::Signal,
     Engine::Ptrace,
+    Engine::Stop,
 ];
 
 impl Engine {
@@ -47,6 +51,7 @@ impl Engine {
             Engine::CgroupSock => "cgroup-sock",
             Engine::Signal => "signal",
             Engine::Ptrace => "ptrace",
+            Engine::Stop => "stop",
         }
     }
 
@@ -57,6 +62,7 @@ impl Engine {
             Engine::Lsm => chaos_common::ENGINE_LSM,
             Engine::CgroupSock => chaos_common::ENGINE_CGROUP_SOCK,
             Engine::Signal => chaos_common::ENGINE_SIGNAL,
+            Engine::Stop => chaos_common::ENGINE_STOP,
             // Never in the kernel's rule map: no kernel hook takes this value.
             Engine::Ptrace => u32::MAX,
         }
@@ -70,6 +76,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::coverage(),
             Engine::Signal => signal::COVERAGE.into(),
             Engine::Ptrace => ptrace::COVERAGE.into(),
+            Engine::Stop => stop::COVERAGE.into(),
         }
     }
 
@@ -81,6 +88,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::programs(syscall),
             Engine::Signal => signal::programs(syscall),
             Engine::Ptrace => ptrace::programs(syscall),
+            Engine::Stop => stop::programs(syscall),
         }
     }
 
@@ -93,6 +101,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::probe(kernel),
             Engine::Signal => signal::probe(kernel),
             Engine::Ptrace => ptrace::probe(),
+            Engine::Stop => stop::probe(),
         }
     }
 
@@ -116,7 +125,7 @@ impl Engine {
                 cgroup_sock::attach(kernel, program, cgroup_id, cgroup_dir)
             }),
             // Carried out by the entry program, or by chaos-user's tracer.
-            Engine::Signal | Engine::Ptrace => Ok(()),
+            Engine::Signal | Engine::Ptrace | Engine::Stop => Ok(()),
         }
     }
 }
@@ -259,6 +268,7 @@ pub struct Capabilities {
     pub cgroup_sock: Result<(), String>,
     pub signal: Result<(), String>,
     pub ptrace: Result<(), String>,
+    pub stop: Result<(), String>,
 }
 
 impl Capabilities {
@@ -275,6 +285,7 @@ impl Capabilities {
             cgroup_sock: probe(Engine::CgroupSock),
             signal: probe(Engine::Signal),
             ptrace: probe(Engine::Ptrace),
+            stop: probe(Engine::Stop),
         }
     }
 
@@ -285,6 +296,7 @@ impl Capabilities {
             Engine::CgroupSock => &self.cgroup_sock,
             Engine::Signal => &self.signal,
             Engine::Ptrace => &self.ptrace,
+            Engine::Stop => &self.stop,
         }
     }
 
@@ -306,8 +318,10 @@ impl Capabilities {
             EngineChoice::Forced(Engine::Signal) => {
                 return Err(InjectError::SignalEngineNeedsSignal);
             }
-            // Only a tracer can hold a thread before its call (BPF programs cannot sleep).
-            EngineChoice::Forced(engine) if rule.delay.is_some() && engine != Engine::Ptrace => {
+            // Only a tracer can hold a thread (BPF programs cannot sleep).
+            EngineChoice::Forced(engine)
+                if rule.delay.is_some() && !matches!(engine, Engine::Ptrace | Engine::Stop) =>
+            {
                 return Err(InjectError::DelayNeedsPtrace(engine));
             }
             EngineChoice::Auto if rule.delay.is_some() => vec![Engine::Ptrace],
@@ -358,6 +372,7 @@ mod tests {
             cgroup_sock: Ok(()),
             signal: Ok(()),
             ptrace: works(ptrace),
+            stop: Ok(()),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Perturbator: rules (`rule.rs`), the engines that carry them out, one file each (`kprobe.rs`,
-//! `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`; `engine.rs` chooses among them), and the
+//! `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`, `stop/`; `engine.rs` chooses among them), and the
 //! rule map in the kernel (`injector.rs`).
 pub mod cgroup_sock;
 pub mod engine;
@@ -11,6 +11,7 @@ mod paths;
 pub mod ptrace;
 pub mod rule;
 pub mod signal;
+pub mod stop;
 
 use thiserror::Error;
 
@@ -24,7 +25,7 @@ pub enum InjectError {
     UnknownErrno(String),
     #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]
     UnknownSignal(String),
-    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal, ptrace)")]
+    #[error("unknown engine `{0}` (auto, kprobe, lsm, cgroup-sock, signal, ptrace, stop)")]
     UnknownEngine(String),
     #[error("bad rule `{rule}`: {why}")]
     BadRule { rule: String, why: String },
@@ -63,7 +64,7 @@ pub enum InjectError {
     BadDelay(String),
     #[error("rule on {0}: a signal rule cannot delay the call; give an errno, or a delay alone")]
     SignalWithDelay(String),
-    #[error("engine {0} cannot delay calls: delays run on the ptrace engine")]
+    #[error("engine {0} cannot delay calls: delays run on the ptrace or stop engine")]
     DelayNeedsPtrace(Engine),
     #[error(
         "{target}: thread {tid} is already traced by pid {tracer} ({tracer_name}); a thread has one tracer at a time: stop that tracer (a debugger, strace) or use an in-kernel engine"

@@ -191,7 +191,7 @@ impl Runner {
                 expires_ns,
             )?;
         }
-        if engine == Engine::Ptrace {
+        if matches!(engine, Engine::Ptrace | Engine::Stop) {
             self.session.start_ptrace()?;
         }
         Ok(installed)
@@ -206,7 +206,7 @@ impl Runner {
                 );
             }
         }
-        if engine == Engine::Ptrace {
+        if matches!(engine, Engine::Ptrace | Engine::Stop) {
             self.session.stop_ptrace();
         }
     }
