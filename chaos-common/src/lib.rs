@@ -358,7 +358,8 @@ pub struct StopFault {
     pub syscall: u32,
     /// errno the call returns; 0: a delay alone.
     pub errno: u32,
-    /// [`StopFault::IDLE`], [`StopFault::DECIDED`] or [`StopFault::REISSUE`].
+    /// [`StopFault::IDLE`], [`StopFault::DECIDED`], [`StopFault::REISSUE`] or
+    /// [`StopFault::REISSUING`].
     pub state: u32,
     pub delay_ns: u64,
 }
@@ -371,6 +372,8 @@ impl StopFault {
     /// A delay-only fault whose call the signal interrupted: the tracer re-issues the call, and
     /// its next entry is not decided again (nor its interrupted exit counted).
     pub const REISSUE: u32 = 2;
+    /// The same, once the tracer has taken it (a later SIGSTOP is not the engine's).
+    pub const REISSUING: u32 = 3;
 }
 
 /// The histogram bucket of a latency, without `leading_zeros` (BPF has no clz instruction).

@@ -62,7 +62,8 @@ pub fn is_reissue(call: &InflightCall) -> bool {
         return false;
     };
     let fault = unsafe { &mut *fault };
-    if fault.state != StopFault::REISSUE || fault.syscall != call.syscall {
+    let reissue = fault.state == StopFault::REISSUE || fault.state == StopFault::REISSUING;
+    if !reissue || fault.syscall != call.syscall {
         return false;
     }
     fault.state = StopFault::IDLE;

@@ -93,16 +93,19 @@ pub fn forget_all(tracer: &mut Tracer) {
 }
 
 /// The fault recorded for this thread, if this SIGSTOP is the engine's (the thread is idle again).
-/// A fault to re-issue stays: the kernel clears it when the call enters again.
+/// A fault to re-issue stays, taken: the kernel clears it when the call enters again, and a
+/// SIGSTOP that comes meanwhile is someone else's.
 pub fn take(faults: &mut StopFaults, tid: i32) -> Option<StopFault> {
     let fault = faults.get(&(tid as u32), 0).ok()?;
-    match fault.state {
-        StopFault::DECIDED => {
-            let _ = faults.insert(tid as u32, StopFault::default(), 0);
-        }
-        StopFault::REISSUE => {}
+    let now = match fault.state {
+        StopFault::DECIDED => StopFault::default(),
+        StopFault::REISSUE => StopFault {
+            state: StopFault::REISSUING,
+            ..fault
+        },
         _ => return None,
-    }
+    };
+    faults.insert(tid as u32, now, 0).ok()?;
     Some(fault)
 }
 
@@ -115,7 +118,7 @@ pub fn pending_fault(faults: &StopFaults, tid: i32) -> bool {
     pending & SIGSTOP_BIT != 0
         && faults
             .get(&(tid as u32), 0)
-            .is_ok_and(|fault| fault.state != StopFault::IDLE)
+            .is_ok_and(|fault| matches!(fault.state, StopFault::DECIDED | StopFault::REISSUE))
 }
 
 /// How the fault applies to the call the thread stopped after.

@@ -36,13 +36,12 @@ pub fn programs(syscall: &str) -> Option<Vec<&'static str>> {
 }
 
 /// What the tracer needs (ptrace on this host), and the engine's stop handled for real: a child
-/// of ours is seized and left running under PTRACE_CONT, sent SIGSTOP, seen in its
+/// of ours is seized (and left running), sent SIGSTOP, seen in its
 /// signal-delivery-stop, resumed with the signal suppressed, and found running again. The
 /// kernel's `bpf_send_signal_thread` is checked by the entry program's load.
 pub fn probe() -> Result<(), EngineError> {
     tracer::probe_host()?;
     tracer::with_seized_child(|child| {
-        ptrace::cont(child, None)?;
         // SAFETY: a signal to one thread of our own child.
         let sent = unsafe {
             libc::syscall(
