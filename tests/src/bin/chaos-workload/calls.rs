@@ -130,6 +130,7 @@ pub fn run_round(options: &Options, round: u64) -> String {
     timed_getppid(options, &mut tallies);
     threads_getppid(options, &mut tallies);
     forks_getppid(options, &mut tallies);
+    pipe_reads(options, &mut tallies);
     let mut json = format!("{{\"round\":{round},\"calls\":{{");
     for (i, (kind, tally)) in tallies.iter().enumerate() {
         let comma = if i > 0 { "," } else { "" };
@@ -277,5 +278,45 @@ fn connects(n: u64, tally: &mut Tally) {
             drop(listener.accept());
         });
         tally.record_io(result);
+    }
+}
+
+/// Reads that block: each of an empty pipe that a thread writes one byte to 20 ms later. EINTR is
+/// a failure here (not retried): a perturbation that interrupts the read must not show.
+fn pipe_reads(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    const WRITE_AFTER: Duration = Duration::from_millis(20);
+    for _ in 0..options.count("pipe-read") {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+            tallies.entry("pipe-read").or_default().record(-1);
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(WRITE_AFTER);
+            // SAFETY: the write end is open until joined; one byte from a static buffer.
+            unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+            start.elapsed().as_nanos() as u64
+        });
+        let mut byte = [0u8; 1];
+        // SAFETY: the read end is open; the buffer holds one byte.
+        let result = unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+        let errno =
+            (result < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+        let tally = tallies.entry("pipe-read").or_default();
+        tally.latencies.push(start.elapsed().as_nanos() as u64);
+        tally.slow = options.slow;
+        tally.record_errno(errno);
+        let written_at = writer.join().unwrap_or(0);
+        let writes = tallies.entry("pipe-write").or_default();
+        writes.latencies.push(written_at);
+        writes.slow = options.slow;
+        writes.record(0);
+        // SAFETY: both ends are ours.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
     }
 }
