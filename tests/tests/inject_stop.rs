@@ -85,8 +85,13 @@ fn errnos_exactly_and_the_monitor_counts_each_one() {
     for (kind, outcome) in &expected {
         assert_eq!(&report.outcome(kind), outcome, "{kind}");
     }
+    // The neighbour's calls are its own: the missing file is missing (ENOENT), the rest succeed.
     let neighbour_report = neighbour.trigger_round(1);
-    for (kind, _) in &expected {
+    assert_eq!(
+        neighbour_report.outcome("open-missing"),
+        CallOutcome::failing(libc::ENOENT, all(10), 10)
+    );
+    for kind in ["read", "write", "fsync", "getppid"] {
         assert_eq!(
             neighbour_report.outcome(kind),
             CallOutcome::clean(10),
