@@ -442,6 +442,29 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_engine_takes_errnos_and_delays_when_forced() {
+        for text in [
+            "fsync=EIO,engine=stop",
+            "read,delay=10ms,engine=stop",
+            "read=EAGAIN,delay=10ms,engine=stop",
+        ] {
+            let rule = RuleSpec::parse(text).unwrap();
+            assert_eq!(caps(false, false).choose(&rule).unwrap(), Engine::Stop);
+        }
+        // Calls whose registers it could not set, or that never return.
+        for syscall in ["exit_group", "execve", "rt_sigreturn"] {
+            let rule = RuleSpec::parse(&format!("{syscall}=EPERM,engine=stop")).unwrap();
+            let error = caps(true, true).choose(&rule).unwrap_err().to_string();
+            assert!(error.contains("stop: covers only"), "{error}");
+        }
+        let mut down = caps(true, true);
+        down.stop = Err("no tracer here".into());
+        let rule = RuleSpec::parse("getppid=EPERM,engine=stop").unwrap();
+        let error = down.choose(&rule).unwrap_err().to_string();
+        assert!(error.contains("stop: no tracer here"), "{error}");
+    }
+
+    #[test]
     fn forced_engines_are_honoured_or_refused() {
         let mut connect = RuleSpec::parse("connect=ECONNREFUSED,engine=lsm").unwrap();
         assert!(
