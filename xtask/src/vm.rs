@@ -94,24 +94,24 @@ const KERNELS: [Kernel; 4] = [
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
-        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
     },
     Kernel {
         name: "override",
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
-        tests: "inject-kprobe,inject-lsm,inject-cgroup-sock,inject-signal",
-        engines: "kprobe:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-kprobe,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop",
+        engines: "kprobe:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
     },
     Kernel {
         name: "bookworm",
         file: "debian-6.1.vmlinuz",
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
-        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
+        engines: "kprobe:bpf_override_return,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
     },
     Kernel {
         name: "bullseye",
@@ -120,7 +120,7 @@ const KERNELS: [Kernel; 4] = [
         source: kernels::Source::DebianImage("bullseye"),
         // No BPF atomics: only the ptrace engine injects.
         tests: "",
-        engines: "kprobe:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
+        engines: "kprobe:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok,stop:5.12",
     },
 ];
 
@@ -617,7 +617,7 @@ mod tests {
             // doctor's order (chaos-user's ALL_ENGINES), which the `doctor` test compares.
             assert_eq!(
                 engines,
-                ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace"],
+                ["kprobe", "lsm", "cgroup-sock", "signal", "ptrace", "stop"],
                 "{}",
                 kernel.name
             );
