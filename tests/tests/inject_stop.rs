@@ -152,7 +152,7 @@ fn a_delay_holds_the_call_after_it_ran_and_a_blocking_call_before_it_is_reissued
     // getppid does not block: each call ran, then was held 50 ms.
     assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(10));
     let (min, _, max, slow) = timing(&web, 1);
-    assert!(min >= 50 * MS && max <= 90 * MS, "getppid {min}..{max} ns");
+    assert!(min >= 50 * MS && max <= 150 * MS, "getppid {min}..{max} ns");
     assert_eq!(slow, 10);
     // A read of an empty pipe blocks: the SIGSTOP interrupts it at once, it is held 200 ms and
     // re-issued; the application never sees EINTR and gets its byte.
@@ -162,7 +162,7 @@ fn a_delay_holds_the_call_after_it_ran_and_a_blocking_call_before_it_is_reissued
         latency(&report, "pipe-read", "max_ns"),
     );
     assert!(
-        read_min >= 200 * MS && read_max <= 260 * MS,
+        read_min >= 200 * MS && read_max <= 350 * MS,
         "pipe reads {read_min}..{read_max} ns"
     );
     // The writer thread of the same process ran on while the reader was held.
