@@ -366,3 +366,30 @@ fn doctor_tries_the_stop_engine_for_real() {
     let coverage = doctor.engine("stop")["covers"].as_str().unwrap_or_default();
     assert!(coverage.contains("only the perturbed call"), "{coverage}");
 }
+
+#[test]
+fn kill_9_with_the_engines_sigstop_still_pending_leaves_the_target_running() {
+    // The parent of a CLONE_VFORK child waits, killable only: the engine's SIGSTOP stays pending
+    // until the child exits 2 s later, well after chaos-user died. Untraced by then, the signal
+    // would stop the process; the guardian's SIGCONT removes it.
+    let web = Container::start("stop-pending", &["--vfork", "1"]);
+    let mut attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "clone,delay=1ms,engine=stop",
+    ]);
+    docker(&["kill", "-s", "USR1", &web.name]);
+    wait_for("the clone's fault decided", Duration::from_secs(5), || {
+        attach
+            .injections(&web.name, "clone", "delay", "stop")
+            .filter(|&n| n >= 1.0)
+    });
+    attach.signal(libc::SIGKILL);
+    attach.wait_exit(Duration::from_secs(10));
+    let report = wait_for("the round to finish", Duration::from_secs(10), || {
+        web.reports(1).into_iter().next()
+    });
+    assert_eq!(report.outcome("vfork"), CallOutcome::clean(1));
+    assert_running_untraced(&web);
+}

@@ -131,6 +131,9 @@ pub fn run_round(options: &Options, round: u64) -> String {
     threads_getppid(options, &mut tallies);
     forks_getppid(options, &mut tallies);
     pipe_reads(options, &mut tallies);
+    for _ in 0..options.count("vfork") {
+        vfork_sleeping_child(tallies.entry("vfork").or_default());
+    }
     let mut json = format!("{{\"round\":{round},\"calls\":{{");
     for (i, (kind, tally)) in tallies.iter().enumerate() {
         let comma = if i > 0 { "," } else { "" };
@@ -318,5 +321,32 @@ fn pipe_reads(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
             libc::close(fds[0]);
             libc::close(fds[1]);
         }
+    }
+}
+
+/// A vfork-style clone (CLONE_VFORK, but its own copy of memory, so the child may run any code)
+/// of a child that sleeps 2 s, then exits: its parent waits killable only, so a signal sent to it
+/// meanwhile stays pending until the child is gone.
+fn vfork_sleeping_child(tally: &mut Tally) {
+    // SAFETY: without CLONE_VM the child runs on its own copy of our memory, as after fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_VFORK | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if pid == 0 {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    tally.record(pid);
+    if pid > 0 {
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
     }
 }
