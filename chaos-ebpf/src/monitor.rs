@@ -195,6 +195,13 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let call = unsafe { &mut *entry };
+    // Engine stop: an exit the application never sees (its call is re-issued) is not counted.
+    // First, before anything else is live: held across its map lookup, the start time is
+    // spilled, and 6.1's verifier then refuses the latency code below (R8 !read_ok).
+    if crate::inject_stop::reissued(call, ctx.arg(1)) {
+        call.start_ns = 0;
+        return 0;
+    }
     let start_ns = call.start_ns;
     if start_ns == 0 {
         return 0;
@@ -210,10 +217,6 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     // A fault that chaos-user's tracer puts in place after this point is what the application
     // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
     // program passes over; the tracer wrote this entry for it.)
-    // Engine stop: an exit the application never sees (its call is re-issued) is not counted.
-    if crate::inject_stop::reissued(call, ctx.arg(1)) {
-        return 0;
-    }
     let ret: i64 = if call.fault_errno != 0 {
         -(call.fault_errno as i64)
     } else {
