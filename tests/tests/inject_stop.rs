@@ -368,10 +368,10 @@ fn doctor_tries_the_stop_engine_for_real() {
 }
 
 #[test]
-fn kill_9_with_the_engines_sigstop_still_pending_leaves_the_target_running() {
-    // The parent of a CLONE_VFORK child waits, killable only: the engine's SIGSTOP stays pending
-    // until the child exits 2 s later, well after chaos-user died. Untraced by then, the signal
-    // would stop the process; the guardian's SIGCONT removes it.
+fn an_interrupted_clone_is_reissued_and_kill_9_during_its_vfork_wait_leaves_the_target_running() {
+    // clone refuses to start with a signal pending (-ERESTARTNOINTR): the engine's SIGSTOP
+    // interrupts it, the tracer re-issues it after the delay, and the parent then waits 2 s for
+    // its CLONE_VFORK child, killable only; chaos-user dies meanwhile.
     let web = Container::start("stop-pending", &["--vfork", "1"]);
     let mut attach = Attach::inject(&[
         "--container",
