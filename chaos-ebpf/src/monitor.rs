@@ -209,11 +209,16 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
     call.pending_errno = 0;
-    let elapsed = if start_ns == UNTIMED {
-        None
+    let elapsed_ns = if start_ns == UNTIMED {
+        0
     } else {
-        Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns))
+        unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns)
     };
+    // Read back so that it is set on the untimed path too: LLVM leaves an Option's payload unset
+    // there, and 6.1's verifier, which loses track of the spilled start time, then sees it read
+    // unset below (R8 !read_ok).
+    let elapsed_ns = unsafe { core::ptr::read_volatile(&elapsed_ns) };
+    let elapsed = (start_ns != UNTIMED).then_some(elapsed_ns);
     // A fault that chaos-user's tracer puts in place after this point is what the application
     // sees: count that. (A call the ptrace engine skips enters as syscall -1, which the entry
     // program passes over; the tracer wrote this entry for it.)
