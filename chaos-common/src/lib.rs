@@ -35,6 +35,10 @@ pub const MAP_INJECT_RULES: &str = "INJECT_RULES";
 pub const MAP_RULE_SYSCALLS: &str = "RULE_SYSCALLS";
 /// Per-CPU array: rule index -> injections made.
 pub const MAP_INJECTIONS: &str = "INJECTIONS";
+/// Engine `stop`: thread id -> [`StopFault`], the fault decided at entry that chaos-user's tracer
+/// carries out at the thread's SIGSTOP signal-delivery-stop. The tracer puts an idle entry for
+/// each thread it has seized: a thread without one is never stopped.
+pub const MAP_STOP_FAULTS: &str = "STOP_FAULTS";
 
 /// Single entry: the thread `doctor`'s probe of the signal engine sends a signal to.
 pub const MAP_SIGNAL_PROBE_TID: &str = "SIGNAL_PROBE_TID";
@@ -150,6 +154,7 @@ pub const MAPS: &[&str] = &[
     MAP_RULE_SYSCALLS,
     MAP_INJECTIONS,
     MAP_SIGNAL_PROBE_TID,
+    MAP_STOP_FAULTS,
     MAP_TRACE_EVENTS,
     MAP_TRACE_SYSCALLS,
     MAP_TRACE_DROPS,
@@ -182,6 +187,8 @@ pub const COUNTED_SLOTS: u32 = 64;
 pub const COUNTED_SYSCALLS: usize = 512;
 /// Entries of [`MAP_THREAD_CALLS`] (a power of two).
 pub const THREAD_CALL_ENTRIES: u32 = 64 * 1024;
+/// Threads the stop engine's tracer can hold at once.
+pub const MAX_STOP_FAULTS: u32 = 64 * 1024;
 
 /// Latency histogram buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns
 /// (bucket 0 also takes 0 ns); the last bucket is open-ended (2^39 ns is about 9 minutes).
@@ -371,6 +378,8 @@ pub const ENGINE_LSM: u32 = 2;
 pub const ENGINE_CGROUP_SOCK: u32 = 3;
 pub const ENGINE_SIGNAL: u32 = 4;
 pub const ENGINE_FMOD_RET: u32 = 5;
+/// `SIGSTOP` to the thread at entry; chaos-user's tracer applies the fault at its stop.
+pub const ENGINE_STOP: u32 = 6;
 
 /// Key of [`MAP_INJECT_RULES`]: one rule per (target cgroup, syscall), so the cost of a call does
 /// not grow with the number of rules or targets.
@@ -407,7 +416,36 @@ pub struct InjectRule {
     pub taken: u64,
     pub path_prefix_len: u32,
     pub _pad: u32,
+    /// How long the stop engine's tracer holds the call; 0: no delay.
+    pub delay_ns: u64,
     pub path_prefix: [u8; PATH_PREFIX_MAX],
+}
+
+/// Value of [`MAP_STOP_FAULTS`]: a stop-engine fault on its way to the tracer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopFault {
+    /// `InjectRule::index` of the rule.
+    pub rule_index: u32,
+    pub syscall: u32,
+    /// errno the call returns; 0: a delay alone.
+    pub errno: u32,
+    /// [`StopFault::IDLE`], [`StopFault::DECIDED`], [`StopFault::REISSUE`] or
+    /// [`StopFault::REISSUING`].
+    pub state: u32,
+    pub delay_ns: u64,
+}
+
+impl StopFault {
+    /// A traced thread with no fault under way.
+    pub const IDLE: u32 = 0;
+    /// Decided at entry; SIGSTOP sent.
+    pub const DECIDED: u32 = 1;
+    /// A delay-only fault whose call the signal interrupted: the tracer re-issues the call, and
+    /// its next entry is not decided again (nor its interrupted exit counted).
+    pub const REISSUE: u32 = 2;
+    /// The same, once the tracer has taken it (a later SIGSTOP is not the engine's).
+    pub const REISSUING: u32 = 3;
 }
 
 /// The histogram bucket of a latency, without `leading_zeros` (BPF has no clz instruction).
@@ -466,7 +504,8 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
 const _: () = assert!(core::mem::size_of::<HttpStats>() == 24 + 8 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 16);
-const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 6 + 8 + PATH_PREFIX_MAX);
+const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 7 + 8 + PATH_PREFIX_MAX);
+const _: () = assert!(core::mem::size_of::<StopFault>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -480,6 +519,7 @@ mod pod {
     unsafe impl aya::Pod for super::InflightCall {}
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::InjectRule {}
+    unsafe impl aya::Pod for super::StopFault {}
     unsafe impl aya::Pod for super::TraceSpec {}
     unsafe impl aya::Pod for super::TraceEvent {}
     unsafe impl aya::Pod for super::HttpKey {}

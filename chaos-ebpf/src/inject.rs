@@ -1,8 +1,8 @@
 //! Perturbator, shared part: the decision to inject, taken at syscall entry (from the monitor's
 //! `monitor_sys_enter_inject`, for targets only), and the hand-over to the engine hook that
 //! carries it out later in the same call (`take_pending`). Engines: `inject_kprobe.rs`,
-//! `inject_fmod_ret.rs`, `inject_lsm.rs`, `inject_cgroup_sock.rs`, and `inject_signal.rs`, which
-//! acts at once, from here.
+//! `inject_fmod_ret.rs`, `inject_lsm.rs`, `inject_cgroup_sock.rs`, and `inject_signal.rs` and
+//! `inject_stop.rs`, which act at once, from here.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
@@ -16,8 +16,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use chaos_common::{
-    ENGINE_SIGNAL, InflightCall, InjectRule, MAX_RULES, MAX_SYSCALLS, NO_PATH_ARG, PATH_PREFIX_MAX,
-    RuleKey,
+    ENGINE_SIGNAL, ENGINE_STOP, InflightCall, InjectRule, MAX_RULES, MAX_SYSCALLS, NO_PATH_ARG,
+    PATH_PREFIX_MAX, RuleKey,
 };
 
 use crate::monitor::INFLIGHT;
@@ -48,6 +48,9 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
         return;
     };
     let rule = unsafe { &mut *rule };
+    if rule.engine == ENGINE_STOP && crate::inject_stop::is_reissue(call) {
+        return;
+    }
     if rule.expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > rule.expires_ns {
         return;
     }
@@ -64,6 +67,10 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
     }
     if rule.engine == ENGINE_SIGNAL {
         crate::inject_signal::send(rule, call);
+        return;
+    }
+    if rule.engine == ENGINE_STOP {
+        crate::inject_stop::stop(rule, call);
         return;
     }
     call.pending_errno = rule.errno_or_signal;

@@ -12,6 +12,7 @@ mod inject_fmod_ret;
 mod inject_kprobe;
 mod inject_lsm;
 mod inject_signal;
+mod inject_stop;
 mod monitor;
 mod monitor_slot;
 mod trace;

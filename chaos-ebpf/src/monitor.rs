@@ -247,6 +247,13 @@ fn inflight_exit(ctx: &RawTracePointContext) {
         return;
     };
     let call = unsafe { &mut *entry };
+    // Engine stop: an exit the application never sees (its call is re-issued) is not counted.
+    // First, before anything else is live: held across its map lookup, the start time is
+    // spilled, and 6.1's verifier then refuses the latency code below (R8 !read_ok).
+    if crate::inject_stop::reissued(call, ctx.arg(1)) {
+        call.start_ns = 0;
+        return;
+    }
     let start_ns = call.start_ns;
     if start_ns == 0 {
         return;

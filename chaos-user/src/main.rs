@@ -49,6 +49,9 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Watch a target's natural failures and write an experiment that amplifies them.
     Plan(commands::plan::PlanArgs),
+    /// Internal: the stop engine's guardian (see inject/stop/guardian.rs).
+    #[command(name = "__stop-guardian", hide = true)]
+    StopGuardian,
 }
 
 #[tokio::main]
@@ -62,6 +65,10 @@ async fn main() -> std::process::ExitCode {
         Command::Trace(args) => commands::trace::run(args).await,
         Command::Run(args) => commands::run::run(args).await,
         Command::Plan(args) => commands::plan::run(args).await,
+        Command::StopGuardian => {
+            inject::stop::guardian::run();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

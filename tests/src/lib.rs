@@ -133,6 +133,11 @@ impl WorkloadReport {
         })
     }
 
+    /// A numeric field of the calls of `kind` (the latency stats of timed kinds: `min_ns`...).
+    pub fn field(&self, kind: &str, name: &str) -> Option<u64> {
+        self.json["calls"][kind][name].as_u64()
+    }
+
     /// Outcome of the calls of `kind` (getppid, open-missing, read, write, fsync, connect).
     pub fn outcome(&self, kind: &str) -> CallOutcome {
         let entry = &self.json["calls"][kind];

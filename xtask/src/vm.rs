@@ -100,9 +100,9 @@ const KERNELS: [Kernel; 5] = [
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
-        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
+        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
         // No error-injection list: fmod-ret covers the LSM table's syscalls.
-        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
         cmdline: "",
     },
@@ -114,7 +114,7 @@ const KERNELS: [Kernel; 5] = [
         // The same kernel without `bpf` among the active LSMs, as distributions boot theirs:
         // auto falls back to fmod-ret. Only what differs from the Debian kernel runs here.
         tests: "doctor,inject-fmod-ret-auto,engines-refused",
-        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:active,cgroup-sock:ok,signal:ok,ptrace:ok",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:active,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: false,
         cmdline: "lsm=lockdown,capability,yama",
     },
@@ -123,8 +123,8 @@ const KERNELS: [Kernel; 5] = [
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
-        tests: "inject-kprobe,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal",
-        engines: "kprobe:ok,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-kprobe,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop",
+        engines: "kprobe:ok,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
         cmdline: "",
     },
@@ -133,8 +133,8 @@ const KERNELS: [Kernel; 5] = [
         file: "debian-6.1.vmlinuz",
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
-        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-refused",
-        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok",
+        tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
         cmdline: "",
     },
@@ -146,7 +146,7 @@ const KERNELS: [Kernel; 5] = [
         // No BPF atomics: only the ptrace engine injects.
         tests: "",
         // fmod_ret itself works on 5.10, but takes its decisions from the injecting entry program.
-        engines: "kprobe:5.12,fmod-ret:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok",
+        engines: "kprobe:5.12,fmod-ret:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok,stop:5.12",
         common_tests: true,
         cmdline: "",
     },
@@ -654,7 +654,8 @@ mod tests {
                     "lsm",
                     "cgroup-sock",
                     "signal",
-                    "ptrace"
+                    "ptrace",
+                    "stop"
                 ],
                 "{}",
                 kernel.name

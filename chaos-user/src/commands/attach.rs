@@ -13,7 +13,7 @@ pub struct AttachArgs {
     pub targets: TargetArgs,
     /// Also inject: SYSCALL=ERRNO_OR_SIGNAL[,probability=P][,nth=N|,count=N][,path-prefix=P]
     /// [,duration=D][,delay=D][,engine=E] (repeatable), e.g. openat=EACCES,probability=0.5;
-    /// SYSCALL,delay=D[,...] delays the call without an errno (ptrace engine)
+    /// SYSCALL,delay=D[,...] delays the call without an errno (ptrace or stop engine)
     #[arg(long = "inject", value_name = "RULE")]
     pub inject: Vec<String>,
     /// A file of such rules, one per line (# starts a comment).

@@ -37,10 +37,11 @@ pub struct InjectArgs {
     #[arg(long)]
     pub path_prefix: Option<String>,
     /// Hold each perturbed call this long before it runs (or fails with --errno), e.g. 10ms.
-    /// Without --errno the call then runs normally. Runs on the ptrace engine.
+    /// Without --errno the call then runs normally. Runs on the ptrace engine, or the stop engine
+    /// when forced (which holds the call after it ran, or before re-issuing a call that blocked).
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "signal")]
     pub delay: Option<Duration>,
-    /// auto, kprobe, fmod-ret, lsm, cgroup-sock, signal or ptrace.
+    /// auto, kprobe, fmod-ret, lsm, cgroup-sock, signal, ptrace or stop.
     #[arg(long, default_value = "auto")]
     pub engine: String,
     /// When the errno replaces the call: `before` it runs (the call is not executed) or `after`

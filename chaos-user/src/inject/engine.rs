@@ -12,9 +12,7 @@ use thiserror::Error;
 use super::{
     InjectError, cgroup_sock,
     fmod_ret::{self, FmodRet},
-    kprobe, lsm, ptrace,
-    rule::{Fault, RuleSpec},
-    signal,
+    kprobe, lsm, ptrace, signal, stop,
 };
 use crate::ebpf::{self, LoadError};
 
@@ -33,15 +31,19 @@ pub enum Engine {
     Signal,
     /// A tracer thread in chaos-user (`crate::ptrace`): any syscall, errno and/or delay.
     Ptrace,
+    /// Decided at entry in the kernel, which stops the thread with SIGSTOP; chaos-user's tracer
+    /// applies the errno and/or delay at that stop only.
+    Stop,
 }
 
-pub const ALL_ENGINES: [Engine; 6] = [
+pub const ALL_ENGINES: [Engine; 7] = [
     Engine::Kprobe,
     Engine::FmodRet,
     Engine::Lsm,
     Engine::CgroupSock,
     Engine::Signal,
     Engine::Ptrace,
+    Engine::Stop,
 ];
 
 impl Engine {
@@ -53,6 +55,7 @@ impl Engine {
             Engine::CgroupSock => "cgroup-sock",
             Engine::Signal => "signal",
             Engine::Ptrace => "ptrace",
+            Engine::Stop => "stop",
         }
     }
 
@@ -64,6 +67,7 @@ impl Engine {
             Engine::Lsm => chaos_common::ENGINE_LSM,
             Engine::CgroupSock => chaos_common::ENGINE_CGROUP_SOCK,
             Engine::Signal => chaos_common::ENGINE_SIGNAL,
+            Engine::Stop => chaos_common::ENGINE_STOP,
             // Never in the kernel's rule map: no kernel hook takes this value.
             Engine::Ptrace => u32::MAX,
         }
@@ -78,6 +82,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::coverage(),
             Engine::Signal => signal::COVERAGE.into(),
             Engine::Ptrace => ptrace::COVERAGE.into(),
+            Engine::Stop => stop::COVERAGE.into(),
         }
     }
 
@@ -90,6 +95,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::programs(syscall),
             Engine::Signal => signal::programs(syscall),
             Engine::Ptrace => ptrace::programs(syscall),
+            Engine::Stop => stop::programs(syscall),
         }
     }
 
@@ -103,6 +109,7 @@ impl Engine {
             Engine::CgroupSock => cgroup_sock::probe(kernel),
             Engine::Signal => signal::probe(kernel),
             Engine::Ptrace => ptrace::probe(),
+            Engine::Stop => stop::probe(),
         }
     }
 
@@ -127,7 +134,7 @@ impl Engine {
                 cgroup_sock::attach(kernel, program, cgroup_id, cgroup_dir)
             }),
             // Carried out by the entry program, or by chaos-user's tracer.
-            Engine::Signal | Engine::Ptrace => Ok(()),
+            Engine::Signal | Engine::Ptrace | Engine::Stop => Ok(()),
         }
     }
 }
@@ -292,6 +299,7 @@ pub struct Capabilities {
     pub cgroup_sock: Result<(), String>,
     pub signal: Result<(), String>,
     pub ptrace: Result<(), String>,
+    pub stop: Result<(), String>,
 }
 
 impl Capabilities {
@@ -309,6 +317,7 @@ impl Capabilities {
             cgroup_sock: probe(Engine::CgroupSock),
             signal: probe(Engine::Signal),
             ptrace: probe(Engine::Ptrace),
+            stop: probe(Engine::Stop),
         }
     }
 
@@ -320,83 +329,14 @@ impl Capabilities {
             Engine::CgroupSock => &self.cgroup_sock,
             Engine::Signal => &self.signal,
             Engine::Ptrace => &self.ptrace,
+            Engine::Stop => &self.stop,
         }
-    }
-
-    /// The engine a rule runs on: the forced one if it can, else the best that can.
-    pub fn choose(&self, rule: &RuleSpec) -> Result<Engine, InjectError> {
-        if let Fault::Signal(_) = rule.fault {
-            return match rule.engine {
-                EngineChoice::Auto | EngineChoice::Forced(Engine::Signal) => match &self.signal {
-                    Ok(()) => Ok(Engine::Signal),
-                    Err(why) => Err(InjectError::EngineUnavailable {
-                        engine: Engine::Signal,
-                        why: why.clone(),
-                    }),
-                },
-                EngineChoice::Forced(engine) => Err(InjectError::SignalNeedsSignalEngine(engine)),
-            };
-        }
-        let candidates = match rule.engine {
-            EngineChoice::Forced(Engine::Signal) => {
-                return Err(InjectError::SignalEngineNeedsSignal);
-            }
-            // Only a tracer can hold a thread before its call (BPF programs cannot sleep).
-            EngineChoice::Forced(engine) if rule.delay.is_some() && engine != Engine::Ptrace => {
-                return Err(InjectError::DelayNeedsPtrace(engine));
-            }
-            EngineChoice::Auto if rule.delay.is_some() => vec![Engine::Ptrace],
-            EngineChoice::Forced(engine) => vec![engine],
-            EngineChoice::Auto => vec![
-                Engine::Kprobe,
-                Engine::FmodRet,
-                Engine::Lsm,
-                Engine::CgroupSock,
-                Engine::Ptrace,
-            ],
-        };
-        let mut reasons = Vec::new();
-        for &engine in &candidates {
-            match (self.of(engine), engine.programs(&rule.syscall)) {
-                (Ok(()), Some(_)) => return Ok(engine),
-                (Err(why), _) => reasons.push(format!("{engine}: {why}")),
-                (Ok(()), None) => {
-                    reasons.push(format!("{engine}: covers only {}", engine.coverage()))
-                }
-            }
-        }
-        Err(InjectError::NoEngine {
-            syscall: rule.syscall.clone(),
-            reasons: reasons.join("; "),
-        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn caps(kprobe: bool, lsm: bool) -> Capabilities {
-        caps_with_ptrace(kprobe, lsm, true)
-    }
-
-    fn caps_with_ptrace(kprobe: bool, lsm: bool, ptrace: bool) -> Capabilities {
-        let works = |ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err("not on this kernel".to_owned())
-            }
-        };
-        Capabilities {
-            kprobe: works(kprobe),
-            fmod_ret: works(false),
-            lsm: works(lsm),
-            cgroup_sock: Ok(()),
-            signal: Ok(()),
-            ptrace: works(ptrace),
-        }
-    }
 
     /// The programs each engine asks for are programs of the object (whose names
     /// `ebpf::tests` checks against `chaos_common::PROGRAMS`), and LSM programs name their hook.
@@ -415,97 +355,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn auto_picks_the_best_engine_that_covers_the_call() {
-        let openat = RuleSpec::parse("openat=EACCES").unwrap();
-        let connect = RuleSpec::parse("connect=ECONNREFUSED").unwrap();
-        let fsync = RuleSpec::parse("fsync=EIO").unwrap();
-        assert_eq!(caps(true, true).choose(&openat).unwrap(), Engine::Kprobe);
-        assert_eq!(caps(false, true).choose(&openat).unwrap(), Engine::Lsm);
-        assert_eq!(
-            caps(false, false).choose(&connect).unwrap(),
-            Engine::CgroupSock
-        );
-        // No in-kernel engine covers fsync there: the tracer does.
-        assert_eq!(caps(false, true).choose(&fsync).unwrap(), Engine::Ptrace);
-        assert_eq!(caps(true, true).choose(&fsync).unwrap(), Engine::Kprobe);
-        let error = caps_with_ptrace(false, true, false)
-            .choose(&fsync)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("no engine can inject fsync errors"),
-            "{error}"
-        );
-        assert!(error.contains("kprobe: not on this kernel"), "{error}");
-        assert!(error.contains("lsm: covers only"), "{error}");
-        assert!(error.contains("ptrace: not on this kernel"), "{error}");
-    }
-
-    /// fmod-ret comes after kprobe and before lsm; where the kernel has no error-injection list
-    /// (as in these tests: no probe ran) it covers only the LSM table's syscalls.
-    #[test]
-    fn auto_picks_fmod_ret_after_kprobe() {
-        let with_fmod_ret = |kprobe| Capabilities {
-            fmod_ret: Ok(()),
-            ..caps(kprobe, true)
-        };
-        let openat = RuleSpec::parse("openat=EACCES").unwrap();
-        let fsync = RuleSpec::parse("fsync=EIO").unwrap();
-        assert_eq!(with_fmod_ret(true).choose(&openat).unwrap(), Engine::Kprobe);
-        assert_eq!(
-            with_fmod_ret(false).choose(&openat).unwrap(),
-            Engine::FmodRet
-        );
-        assert_eq!(with_fmod_ret(false).choose(&fsync).unwrap(), Engine::Ptrace);
-        let forced = RuleSpec::parse("fsync=EIO,engine=fmod-ret").unwrap();
-        let error = with_fmod_ret(false)
-            .choose(&forced)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("fmod-ret: covers only"), "{error}");
-        let forced = RuleSpec::parse("openat=EACCES,engine=fmod-ret").unwrap();
-        let error = caps(true, true).choose(&forced).unwrap_err().to_string();
-        assert!(error.contains("fmod-ret: not on this kernel"), "{error}");
-    }
-
-    #[test]
-    fn delays_run_on_ptrace() {
-        let delay = RuleSpec::parse("openat,delay=10ms").unwrap();
-        let both = RuleSpec::parse("openat=EACCES,delay=10ms").unwrap();
-        // Even where kprobe could inject the errno, only ptrace can delay.
-        assert_eq!(caps(true, true).choose(&delay).unwrap(), Engine::Ptrace);
-        assert_eq!(caps(true, true).choose(&both).unwrap(), Engine::Ptrace);
-        let forced = RuleSpec::parse("openat=EACCES,delay=10ms,engine=kprobe").unwrap();
-        let error = caps(true, true).choose(&forced).unwrap_err().to_string();
-        assert!(error.contains("kprobe cannot delay calls"), "{error}");
-        let error = caps_with_ptrace(true, true, false)
-            .choose(&delay)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("ptrace: not on this kernel"), "{error}");
-        let forced = RuleSpec::parse("getppid=EPERM,engine=ptrace").unwrap();
-        assert_eq!(caps(true, true).choose(&forced).unwrap(), Engine::Ptrace);
-    }
-
-    #[test]
-    fn forced_engines_are_honoured_or_refused() {
-        let mut connect = RuleSpec::parse("connect=ECONNREFUSED,engine=lsm").unwrap();
-        assert!(
-            caps(true, false)
-                .choose(&connect)
-                .unwrap_err()
-                .to_string()
-                .contains("lsm: not on this kernel")
-        );
-        connect.engine = EngineChoice::Forced(Engine::CgroupSock);
-        assert_eq!(
-            caps(true, true).choose(&connect).unwrap(),
-            Engine::CgroupSock
-        );
-        let kill = RuleSpec::parse("fsync=SIGKILL,nth=3").unwrap();
-        assert_eq!(caps(false, false).choose(&kill).unwrap(), Engine::Signal);
     }
 }

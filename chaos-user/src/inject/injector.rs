@@ -1,20 +1,21 @@
 //! Rules in the kernel: the rule itself in `INJECT_RULES`, keyed by (cgroup id, syscall), and
 //! what its engine needs attached (`super::engine` dispatches to the engine's file).
-use std::{collections::HashSet, path::Path};
+use std::{collections::HashSet, os::fd::AsFd as _, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
 };
 use chaos_common::{
-    InjectRule, MAP_INJECT_RULES, MAP_INJECTIONS, MAP_RULE_SYSCALLS, NO_PATH_ARG, PATH_PREFIX_MAX,
-    RuleKey,
+    InjectRule, MAP_INJECT_RULES, MAP_INJECTIONS, MAP_RULE_SYSCALLS, MAP_STOP_FAULTS, NO_PATH_ARG,
+    PATH_PREFIX_MAX, RuleKey,
 };
 
 use super::{
     InjectError,
     engine::{Capabilities, Engine, EngineError, KernelPrograms},
     fmod_ret::FmodRet,
+    ptrace::StopFaults,
     rule::{Fault, RuleSpec},
 };
 use crate::ebpf::{self, LoadError};
@@ -24,6 +25,8 @@ pub struct Injector {
     rules: HashMap<MapData, RuleKey, InjectRule>,
     rule_syscalls: Array<MapData, u8>,
     injections: PerCpuArray<MapData, u64>,
+    /// The stop engine's faults: the tracer reads them through its own descriptor.
+    stop_faults: StopFaults,
     /// Programs loaded, and attachments made, so far ("load:inject_kprobe", ...).
     done: HashSet<String>,
     /// Whether the injecting entry program loaded: the in-kernel engines need it.
@@ -51,6 +54,7 @@ impl Injector {
             rules: ebpf::take_map(ebpf, MAP_INJECT_RULES)?,
             rule_syscalls: ebpf::take_map(ebpf, MAP_RULE_SYSCALLS)?,
             injections: ebpf::take_map(ebpf, MAP_INJECTIONS)?,
+            stop_faults: ebpf::take_map(ebpf, MAP_STOP_FAULTS)?,
             done: HashSet::new(),
             in_kernel,
             fmod_ret,
@@ -118,6 +122,20 @@ impl Injector {
         }
     }
 
+    /// `STOP_FAULTS` for the tracer, through a descriptor of its own.
+    pub fn stop_faults(&self) -> Result<StopFaults, InjectError> {
+        let error = |why: String| InjectError::Ptrace(format!("{MAP_STOP_FAULTS}: {why}"));
+        let fd = self
+            .stop_faults
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| error(e.to_string()))?;
+        let map = MapData::from_fd(fd).map_err(|e| error(e.to_string()))?;
+        StopFaults::try_from(Map::LruHashMap(map)).map_err(|e| error(e.to_string()))
+    }
+
     /// Injections made so far by the rule with this index, over all CPUs.
     pub fn injections(&self, index: u32) -> u64 {
         self.injections
@@ -147,7 +165,7 @@ fn kernel_rule(rule: &InstalledRule, expires_ns: u64) -> (RuleKey, InjectRule) {
         errno_or_signal: match spec.fault {
             Fault::Errno(errno) => errno,
             Fault::Signal(signal) => signal as u32,
-            // Delays run on the ptrace engine, whose rules never reach the kernel.
+            // A delay alone (the stop engine's; the ptrace engine's rules never reach the kernel).
             Fault::Delay => 0,
         },
         path_arg: spec.path_arg.unwrap_or(NO_PATH_ARG),
@@ -159,6 +177,7 @@ fn kernel_rule(rule: &InstalledRule, expires_ns: u64) -> (RuleKey, InjectRule) {
         taken: 0,
         path_prefix_len: prefix.len() as u32,
         _pad: 0,
+        delay_ns: spec.delay.map_or(0, |delay| delay.as_nanos() as u64),
         path_prefix,
     };
     (key, value)

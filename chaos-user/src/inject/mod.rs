@@ -1,7 +1,8 @@
 //! Perturbator: rules (`rule.rs`), the engines that carry them out, one file each (`kprobe.rs`,
-//! `fmod_ret.rs`, `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`; `engine.rs` chooses among
-//! them), and the rule map in the kernel (`injector.rs`).
+//! `fmod_ret.rs`, `lsm.rs`, `cgroup_sock.rs`, `signal.rs`, `ptrace/`, `stop/`; `engine.rs`
+//! chooses among them), and the rule map in the kernel (`injector.rs`).
 pub mod cgroup_sock;
+pub mod choice;
 pub mod engine;
 pub mod fmod_ret;
 pub mod injector;
@@ -12,6 +13,7 @@ mod paths;
 pub mod ptrace;
 pub mod rule;
 pub mod signal;
+pub mod stop;
 
 use thiserror::Error;
 
@@ -25,7 +27,9 @@ pub enum InjectError {
     UnknownErrno(String),
     #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]
     UnknownSignal(String),
-    #[error("unknown engine `{0}` (auto, kprobe, fmod-ret, lsm, cgroup-sock, signal, ptrace)")]
+    #[error(
+        "unknown engine `{0}` (auto, kprobe, fmod-ret, lsm, cgroup-sock, signal, ptrace, stop)"
+    )]
     UnknownEngine(String),
     #[error("bad rule `{rule}`: {why}")]
     BadRule { rule: String, why: String },
@@ -68,8 +72,14 @@ pub enum InjectError {
     UnknownWhen(String),
     #[error("rule on {0}: a signal rule has no when: the signal is delivered as the call returns")]
     SignalWithWhen(String),
-    #[error("engine {0} cannot delay calls: delays run on the ptrace engine")]
+    #[error("engine {0} cannot delay calls: delays run on the ptrace or stop engine")]
     DelayNeedsPtrace(Engine),
+    #[error(
+        "engine {engine} cannot honour when={}: it puts the errno {} the call",
+        when.name(),
+        if *when == rule::When::After { "before" } else { "after" }
+    )]
+    WhenNotHonoured { engine: Engine, when: rule::When },
     #[error(
         "{target}: thread {tid} is already traced by pid {tracer} ({tracer_name}); a thread has one tracer at a time: stop that tracer (a debugger, strace) or use an in-kernel engine"
     )]

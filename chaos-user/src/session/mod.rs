@@ -177,7 +177,7 @@ impl Session {
 
     /// Detaches the ptrace engine from every tracee; its counts stay readable.
     pub fn stop_ptrace(&self) {
-        self.state().ptrace.stop();
+        self.state().stop_tracer();
     }
 
     /// A target came back in a new cgroup (a restarted container): counted under the same slot,

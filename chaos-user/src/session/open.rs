@@ -13,8 +13,8 @@ use crate::{
     docker::{self, ContainerEvent, Lifecycle},
     ebpf::kernel_now_ns,
     inject::{
-        InjectError, engine::Capabilities, injector::InstalledRule, lock::InjectionLock,
-        rule::RuleSpec,
+        InjectError, choice::Asker, engine::Capabilities, injector::InstalledRule,
+        lock::InjectionLock, rule::RuleSpec,
     },
     snapshot::Snapshot,
     target::{self, CgroupRoot, Target, TargetSpec},
@@ -137,18 +137,25 @@ impl Prepared {
                 true => None,
                 false => Some(self.session.capabilities()?),
             };
+            let mut engines = Vec::new();
+            if let Some(capabilities) = &capabilities {
+                for spec in &injection.rules {
+                    let engine = capabilities.choose(spec, Asker::Command)?;
+                    if let Some(warning) = capabilities.ptrace_warning(spec, engine) {
+                        eprintln!("syschaos: warning: {warning}");
+                    }
+                    engines.push(engine);
+                }
+            }
             for target in &self.targets {
                 locks.push(InjectionLock::acquire(&target.label, target.cgroup_id)?);
-                let Some(capabilities) = &capabilities else {
-                    continue;
-                };
-                for spec in &injection.rules {
+                for (spec, &engine) in injection.rules.iter().zip(&engines) {
                     planned.push(InstalledRule {
                         index: planned.len() as u32,
                         target: target.label.clone(),
                         cgroup_id: target.cgroup_id,
                         spec: spec.clone(),
-                        engine: capabilities.choose(spec)?,
+                        engine,
                     });
                 }
             }

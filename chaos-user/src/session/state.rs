@@ -8,6 +8,7 @@ use super::SessionError;
 use crate::{
     http::HttpCounting,
     inject::{
+        InjectError,
         engine::{Capabilities, Engine},
         injector::{Injector, InstalledRule},
         ptrace::{PtraceEngine, PtraceTarget, SkippedCalls},
@@ -167,7 +168,31 @@ impl State {
             Some((target.cgroup.v2.clone(), target.cgroup_id, index as u32))
         };
         let skipped = SkippedCalls::open(&self.ebpf);
-        Ok(self.ptrace.start(&self.rules, cgroup_dir, skipped)?)
+        let injector = &self.injector;
+        let stop_faults = || match injector {
+            Some(injector) => injector.stop_faults(),
+            None => Err(InjectError::Ptrace("injection is not loaded".into())),
+        };
+        Ok(self
+            .ptrace
+            .start(&self.rules, cgroup_dir, skipped, stop_faults)?)
+    }
+
+    /// Detaches the tracer. The stop engine's rules leave the kernel first: once detached, a
+    /// SIGSTOP it sent would stop the target for real.
+    pub fn stop_tracer(&mut self) {
+        let stop_rules: Vec<u32> = self
+            .rules
+            .iter()
+            .filter(|(rule, expires_ns)| rule.engine == Engine::Stop && *expires_ns != 1)
+            .map(|(rule, _)| rule.index)
+            .collect();
+        for index in stop_rules {
+            if let Err(e) = self.uninstall(index) {
+                eprintln!("syschaos: stop: removing rule {index}: {e}");
+            }
+        }
+        self.ptrace.stop();
     }
 
     /// Counts the target's new cgroup under its slot; its rules follow it, with their counters

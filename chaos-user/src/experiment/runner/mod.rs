@@ -35,7 +35,10 @@ use super::{
 };
 use crate::{
     docker::ContainerEvent,
-    inject::engine::{Capabilities, Engine},
+    inject::{
+        choice::Asker,
+        engine::{Capabilities, Engine},
+    },
     session::{
         LoadOptions, Session, SessionError,
         open::{self, Injection, Prepared, Request},
@@ -129,20 +132,27 @@ fn print_dry_run(
     let capabilities = prepared
         .map_err(|e| e.to_string())
         .and_then(|p| p.capabilities().map_err(|e| e.to_string()));
-    let engines: Vec<Result<String, String>> = match capabilities {
+    let mut warnings = Vec::new();
+    let engines: Vec<Result<String, String>> = match &capabilities {
         Ok(capabilities) => plan
             .iter()
             .map(|p| {
-                capabilities
-                    .choose(&p.rule)
-                    .map(|e| e.to_string())
-                    .map_err(|e| e.to_string())
+                let engine = capabilities.choose(&p.rule, Asker::Experiment);
+                if let Ok(engine) = engine
+                    && let Some(warning) = capabilities.ptrace_warning(&p.rule, engine)
+                {
+                    warnings.push(format!("{}. {warning}", p.index));
+                }
+                engine.map(|e| e.to_string()).map_err(|e| e.to_string())
             })
             .collect(),
         Err(e) => vec![Err(format!("cannot probe the kernel: {e}")); plan.len()],
     };
     println!("experiment {} on {}", experiment.name, labels.join(", "));
     print!("{}", plan::describe(plan, &engines));
+    for warning in warnings {
+        println!("warning: {warning}");
+    }
 }
 
 /// The engine of every perturbation, or every refusal at once.
@@ -150,8 +160,13 @@ fn choose_engines(plan: &[Planned], capabilities: &Capabilities) -> anyhow::Resu
     let mut engines = Vec::new();
     let mut refused = Vec::new();
     for planned in plan {
-        match capabilities.choose(&planned.rule) {
-            Ok(engine) => engines.push(engine),
+        match capabilities.choose(&planned.rule, Asker::Experiment) {
+            Ok(engine) => {
+                if let Some(warning) = capabilities.ptrace_warning(&planned.rule, engine) {
+                    eprintln!("syschaos: warning: {}. {warning}", planned.index);
+                }
+                engines.push(engine);
+            }
             Err(e) => refused.push(format!("{}. {}: {e}", planned.index, planned.text)),
         }
     }

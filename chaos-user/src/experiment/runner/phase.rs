@@ -199,7 +199,7 @@ impl Runner {
                 expires_ns,
             )?;
         }
-        if engine == Engine::Ptrace {
+        if matches!(engine, Engine::Ptrace | Engine::Stop) {
             self.session.start_ptrace()?;
         }
         Ok(installed)
@@ -214,12 +214,16 @@ impl Runner {
                 );
             }
         }
-        if engine == Engine::Ptrace {
+        match engine {
             // The rules' tracer goes; the recovery runs traced as the baseline did.
-            if let Err(e) = self.session.hold_ptrace() {
-                eprintln!("syschaos: the tracer cannot stay attached for the recovery: {e}");
-                self.session.stop_ptrace();
+            Engine::Ptrace => {
+                if let Err(e) = self.session.hold_ptrace() {
+                    eprintln!("syschaos: the tracer cannot stay attached for the recovery: {e}");
+                    self.session.stop_ptrace();
+                }
             }
+            Engine::Stop => self.session.stop_ptrace(),
+            _ => {}
         }
     }
 

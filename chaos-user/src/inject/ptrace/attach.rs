@@ -58,6 +58,7 @@ fn scan_with(tracer: &mut Tracer, initial: bool, buffer: &mut String) -> Result<
                 match seize(tid) {
                     Ok(()) => {
                         tracer.threads.insert(tid, Thread::new(target, Run::Seized));
+                        tracer.stop_track(tid);
                         tracer.seized += 1;
                         seized_any = true;
                     }

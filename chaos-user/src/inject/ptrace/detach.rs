@@ -2,14 +2,16 @@
 //! delay is let go at once (its delay cut short; a decided errno is still completed at its exit
 //! stop); the others are interrupted and detached at their next stop: a call whose errno was
 //! decided gets it first, a pending signal is handed to PTRACE_DETACH so it is delivered, a
-//! group-stopped thread stays in its (job-control) stop.
+//! group-stopped thread stays in its (job-control) stop. A thread the stop engine holds, or whose
+//! SIGSTOP from the engine is still pending, gets its fault completed and the signal suppressed.
 //! Threads that never stop (zombie leaders...) are released by the kernel when this thread ends.
 use std::collections::HashSet;
 
 use nix::errno::Errno;
 
 use super::{
-    sys::{self, Event},
+    stops, sys,
+    sys::Event,
     tracer::{Run, Thread, Tracer},
 };
 
@@ -37,6 +39,9 @@ pub fn all(tracer: &mut Tracer) -> Summary {
         let Some(thread) = tracer.threads.get_mut(&tid) else {
             continue;
         };
+        if let Some(action) = thread.stop.take() {
+            stops::apply(tid, action);
+        }
         // A decided errno: skip the call now and complete it at the exit stop (below).
         if let Some(decision) = thread.held.take()
             && decision.errno != 0
@@ -126,7 +131,30 @@ fn detach_at_stop(tracer: &mut Tracer, tid: i32, status: i32, done: &mut HashSet
             }
             0
         }
-        Event::Signal(signal) => signal,
+        Event::Signal(signal) => match tracer.stop_faults.as_mut() {
+            Some(faults) if signal == libc::SIGSTOP => match stops::take(faults, tid) {
+                Some(fault) => {
+                    if let Some(action) = stops::action(tid, &fault) {
+                        stops::apply(tid, action);
+                    }
+                    0
+                }
+                None => signal,
+            },
+            _ => signal,
+        },
+        Event::Interrupted
+            if tracer
+                .stop_faults
+                .as_ref()
+                .is_some_and(|faults| stops::pending_fault(faults, tid)) =>
+        {
+            // The engine's SIGSTOP is on its way: let it come, then complete it (above).
+            let thread = thread.unwrap_or_else(|| Thread::new(0, Run::Running));
+            tracer.threads.insert(tid, thread);
+            let _ = sys::resume(tid, 0);
+            return false;
+        }
         Event::GroupStop | Event::Interrupted | Event::Unrequested => 0,
     };
     done.insert(tid);

@@ -1,5 +1,6 @@
 //! The ptrace engine as a session holds it: the injection counter of each of its rules (kept
-//! after the tracer stops, for the last report) and, once started, the tracer thread.
+//! after the tracer stops, for the last report) and, once started, the tracer thread, which also
+//! serves the stop engine's rules (their counts are the kernel's).
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -9,7 +10,7 @@ use std::{
     },
 };
 
-use super::{PtraceRule, PtraceTarget, SkippedCalls, TracerThread};
+use super::{PtraceRule, PtraceTarget, SkippedCalls, StopFaults, TracerThread};
 use crate::{
     ebpf::kernel_now_ns,
     inject::{InjectError, engine::Engine, injector::InstalledRule, rule::Fault},
@@ -35,23 +36,27 @@ impl PtraceEngine {
             .map(|count| count.load(Ordering::Relaxed))
     }
 
-    /// Starts the tracer for the ptrace rules among `rules` ((rule, expiry in CLOCK_MONOTONIC
-    /// ns)); `cgroup_dir` gives a target's cgroup v2 directory, id and slot by label; `skipped`
-    /// tells the monitor of the calls it skips. Nothing to do without ptrace rules that can still
-    /// apply. A tracer started before is detached first.
+    /// Starts the tracer for the ptrace and stop rules among `rules` ((rule, expiry in
+    /// CLOCK_MONOTONIC ns)); `cgroup_dir` gives a target's cgroup v2 directory, id and slot by
+    /// label; `skipped` tells the monitor of the calls ptrace skips, `stop_faults` gives the
+    /// kernel's stop-engine faults. Nothing to do without such rules that can still apply. A
+    /// tracer started before is detached first.
     pub fn start(
         &mut self,
         rules: &[(InstalledRule, u64)],
         cgroup_dir: impl Fn(&str) -> Option<(PathBuf, u64, u32)>,
         skipped: SkippedCalls,
+        stop_faults: impl FnOnce() -> Result<StopFaults, InjectError>,
     ) -> Result<(), InjectError> {
         self.stop();
         let now = kernel_now_ns();
         let mut targets: Vec<PtraceTarget> = Vec::new();
         let mut specs = Vec::new();
         let live = |(rule, expires_ns): &&(InstalledRule, u64)| {
-            rule.engine == Engine::Ptrace && (*expires_ns == 0 || *expires_ns > now)
+            matches!(rule.engine, Engine::Ptrace | Engine::Stop)
+                && (*expires_ns == 0 || *expires_ns > now)
         };
+        let mut stop_rules = false;
         for (rule, expires_ns) in rules.iter().filter(live) {
             let target = match targets.iter().position(|t| t.label == rule.target) {
                 Some(index) => index,
@@ -68,6 +73,10 @@ impl PtraceEngine {
                     targets.len() - 1
                 }
             };
+            if rule.engine == Engine::Stop {
+                stop_rules = true;
+                continue;
+            }
             let spec = &rule.spec;
             specs.push(PtraceRule {
                 target,
@@ -88,10 +97,11 @@ impl PtraceEngine {
                 injections: self.counts.get(&rule.index).cloned().unwrap_or_default(),
             });
         }
-        if specs.is_empty() {
+        if specs.is_empty() && !stop_rules {
             return Ok(());
         }
-        self.tracer = Some(TracerThread::start(targets, specs, skipped)?);
+        let stop_faults = stop_rules.then(stop_faults).transpose()?;
+        self.tracer = Some(TracerThread::start(targets, specs, skipped, stop_faults)?);
         Ok(())
     }
 
@@ -105,13 +115,14 @@ impl PtraceEngine {
             targets,
             Vec::new(),
             SkippedCalls::none(),
+            None,
         )?);
         Ok(())
     }
 
     /// A target restarted in another cgroup: the tracer seizes the threads there.
-    pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
-        if let Some(tracer) = &self.tracer {
+    pub fn retarget(&mut self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
+        if let Some(tracer) = &mut self.tracer {
             tracer.retarget(label, cgroup_dir, cgroup_id);
         }
     }

@@ -11,6 +11,7 @@ mod detach;
 mod handle;
 mod rules;
 mod seen;
+mod stops;
 mod sys;
 mod tracer;
 
@@ -25,8 +26,8 @@ use std::{
     time::Duration,
 };
 
-pub use self::{handle::PtraceEngine, rules::PtraceRule, seen::SkippedCalls};
-use crate::inject::{InjectError, engine::EngineError};
+pub use self::{handle::PtraceEngine, rules::PtraceRule, seen::SkippedCalls, stops::StopFaults};
+use crate::inject::{InjectError, engine::EngineError, stop::guardian::Guardian};
 
 /// A target as the tracer knows it: where to find its threads.
 #[derive(Debug, Clone)]
@@ -54,20 +55,32 @@ pub struct TracerThread {
     tracer_tid: i32,
     thread: Option<JoinHandle<detach::Summary>>,
     labels: Vec<String>,
+    /// With stop-engine rules: continues the targets if chaos-user dies.
+    guardian: Option<Guardian>,
 }
 
 /// How long the initial attach may take (threads in uninterruptible sleep stop late).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl TracerThread {
-    /// Seizes every thread of the targets and starts applying `rules`. Returns once each thread
-    /// is traced, or with the reason one cannot be (already traced by another tracer...), in
-    /// which case nothing stays attached.
+    /// Seizes every thread of the targets and starts applying `rules`, and the stop engine's
+    /// faults with `stop_faults`; `skipped` tells the monitor of the calls it skips. Returns once
+    /// each thread is traced, or with the reason one cannot be (already traced by another
+    /// tracer...), in which case nothing stays attached.
     pub fn start(
         targets: Vec<PtraceTarget>,
         rules: Vec<PtraceRule>,
         skipped: SkippedCalls,
+        stop_faults: Option<StopFaults>,
     ) -> Result<Self, InjectError> {
+        // Started first: it must be there the moment a thread can be held.
+        let guardian = match stop_faults {
+            Some(_) => Some(
+                Guardian::start(targets.iter().map(|t| t.cgroup_dir.as_path()))
+                    .map_err(|e| ptrace_error(format!("cannot start the stop guardian: {e}")))?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             retarget: Mutex::new(Vec::new()),
@@ -77,7 +90,16 @@ impl TracerThread {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syschaos-ptrace".into())
-            .spawn(move || tracer::run(targets, rules, thread_shared, skipped, ready_tx))
+            .spawn(move || {
+                tracer::run(
+                    targets,
+                    rules,
+                    thread_shared,
+                    skipped,
+                    stop_faults,
+                    ready_tx,
+                )
+            })
             .map_err(|e| ptrace_error(format!("cannot start the tracer thread: {e}")))?;
         match ready_rx.recv_timeout(ATTACH_TIMEOUT) {
             Ok(Ok(tracer_tid)) => Ok(Self {
@@ -85,6 +107,7 @@ impl TracerThread {
                 tracer_tid,
                 thread: Some(thread),
                 labels,
+                guardian,
             }),
             Ok(Err(error)) => {
                 let _ = thread.join();
@@ -104,8 +127,11 @@ impl TracerThread {
     }
 
     /// The target with this label now lives in another cgroup (a restarted container).
-    pub fn retarget(&self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
+    pub fn retarget(&mut self, label: &str, cgroup_dir: PathBuf, cgroup_id: u64) {
         if let Some(index) = self.labels.iter().position(|l| l == label) {
+            if let Some(guardian) = &mut self.guardian {
+                guardian.watch(&cgroup_dir);
+            }
             crate::lock(&self.shared.retarget).push((index, cgroup_dir, cgroup_id));
             sys::wake(self.tracer_tid);
         }
@@ -133,6 +159,9 @@ impl TracerThread {
                 "syschaos: ptrace: the tracer thread panicked; the kernel released its tracees"
             ),
         }
+        if let Some(guardian) = self.guardian.take() {
+            guardian.dismiss();
+        }
     }
 }
 
@@ -148,6 +177,12 @@ fn ptrace_error(why: String) -> InjectError {
 
 /// Whether this host lets chaos-user use the ptrace engine, and why not.
 pub fn probe() -> Result<(), EngineError> {
+    probe_host()?;
+    try_seize()
+}
+
+/// What the tracer needs of the host, checked without tracing anything.
+pub fn probe_host() -> Result<(), EngineError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(host("the ptrace engine supports x86_64 only"));
     }
@@ -177,12 +212,33 @@ pub fn probe() -> Result<(), EngineError> {
     if effective & (1 << 19) == 0 {
         return Err(host("chaos-user lacks CAP_SYS_PTRACE"));
     }
-    try_seize()
+    Ok(())
 }
 
 /// Seizes, interrupts and releases a child of ours: what the engine does to a target's threads,
 /// tried for real (a seccomp profile or an LSM that forbids ptrace refuses it here).
 fn try_seize() -> Result<(), EngineError> {
+    use nix::sys::{
+        ptrace,
+        wait::{WaitPidFlag, waitpid},
+    };
+    with_seized_child(|child| {
+        ptrace::interrupt(child)?;
+        waitpid(child, Some(WaitPidFlag::__WALL))?;
+        ptrace::detach(child, None)
+    })
+    .map_err(|e| {
+        EngineError::Host(format!(
+            "PTRACE_SEIZE of a child of ours is refused ({e}): a seccomp profile, an LSM or a tracer of chaos-user itself forbids it"
+        ))
+    })
+}
+
+/// Forks a child that pauses, seizes it (PTRACE_SEIZE, no options), runs `action` on it, and kills
+/// it: an engine's way of tracing, tried on a process of our own.
+pub fn with_seized_child(
+    action: impl FnOnce(nix::unistd::Pid) -> nix::Result<()>,
+) -> Result<(), String> {
     use nix::{
         sys::{
             ptrace,
@@ -198,23 +254,12 @@ fn try_seize() -> Result<(), EngineError> {
             unsafe { libc::pause() };
         },
         Ok(ForkResult::Parent { child }) => child,
-        Err(e) => {
-            return Err(EngineError::Host(format!(
-                "cannot fork a child to trace: {e}"
-            )));
-        }
+        Err(e) => return Err(format!("cannot fork a child to trace: {e}")),
     };
-    let traced = ptrace::seize(child, ptrace::Options::empty())
-        .and_then(|()| ptrace::interrupt(child))
-        .and_then(|()| waitpid(child, Some(WaitPidFlag::__WALL)).map(drop))
-        .and_then(|()| ptrace::detach(child, None));
+    let traced = ptrace::seize(child, ptrace::Options::empty()).and_then(|()| action(child));
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, Some(WaitPidFlag::__WALL));
-    traced.map_err(|e| {
-        EngineError::Host(format!(
-            "PTRACE_SEIZE of a child of ours is refused ({e}): a seccomp profile, an LSM or a tracer of chaos-user itself forbids it"
-        ))
-    })
+    traced.map_err(|e| e.to_string())
 }
 
 fn host(why: &str) -> EngineError {

@@ -1,7 +1,7 @@
 //! The system interface of the ptrace engine: ptrace requests (nix where it has them, libc for
 //! the ones that carry raw signal numbers, which nix's `Signal` cannot hold), raw wait statuses,
 //! and the per-thread wake-up timer that interrupts a blocking `waitpid`.
-use std::{io::IoSliceMut, mem::offset_of, ptr};
+use std::{cell::Cell, io::IoSliceMut, mem::offset_of, ptr};
 
 use nix::{
     errno::Errno,
@@ -58,9 +58,26 @@ fn request(
     Errno::result(result)
 }
 
-/// Resumes a stopped tracee up to its next syscall stop, delivering `signal` (0: none).
+thread_local! {
+    /// Whether this tracer thread's tracees stop at every syscall (engine ptrace), or only at
+    /// signals (engine stop alone: PTRACE_CONT, so their calls cost nothing here).
+    static SYSCALL_STOPS: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Sets how [`resume`] resumes the tracees of the calling (tracer) thread.
+pub fn set_syscall_stops(on: bool) {
+    SYSCALL_STOPS.set(on);
+}
+
+/// Resumes a stopped tracee up to its next syscall stop (or, without syscall stops, its next
+/// signal), delivering `signal` (0: none).
 pub fn resume(tid: i32, signal: i32) -> Result<(), Errno> {
-    request(libc::PTRACE_SYSCALL as _, tid, 0, signal as usize).map(drop)
+    let how = if SYSCALL_STOPS.get() {
+        libc::PTRACE_SYSCALL
+    } else {
+        libc::PTRACE_CONT
+    };
+    request(how as _, tid, 0, signal as usize).map(drop)
 }
 
 /// Lets a tracee in group-stop stay stopped, reporting the SIGCONT that ends it.

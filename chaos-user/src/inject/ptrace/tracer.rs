@@ -18,6 +18,7 @@ use super::{
     PtraceRule, PtraceTarget, Shared, attach, detach,
     rules::{Decision, Rules},
     seen::SkippedCalls,
+    stops::{self, StopAction, StopFaults},
     sys::{self, Event, Stop, SyscallInfo, WakeTimer},
 };
 use crate::inject::InjectError;
@@ -61,6 +62,8 @@ pub struct Thread {
     pub pending_errno: u32,
     /// What a held thread does when its delay ends.
     pub held: Option<Decision>,
+    /// The same for a thread the stop engine holds at its SIGSTOP.
+    pub stop: Option<StopAction>,
 }
 
 impl Thread {
@@ -71,6 +74,7 @@ impl Thread {
             in_syscall: false,
             pending_errno: 0,
             held: None,
+            stop: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Tracer {
     pub scan_buffer: String,
     info: SyscallInfo,
     skipped: SkippedCalls,
+    /// The stop engine's faults, when it has rules: its SIGSTOPs are handled, not delivered.
+    pub stop_faults: Option<StopFaults>,
 }
 
 /// The tracer thread's body: attach, trace until asked to stop (or every rule is spent), detach.
@@ -128,8 +134,12 @@ pub fn run(
     rules: Vec<PtraceRule>,
     shared: Arc<Shared>,
     skipped: SkippedCalls,
+    stop_faults: Option<StopFaults>,
     ready: Sender<Result<i32, InjectError>>,
 ) -> detach::Summary {
+    // A tracer for the stop engine alone runs its tracees under PTRACE_CONT: only signals stop
+    // them. With ptrace rules, or none at all (`PtraceEngine::hold`), every call stops.
+    sys::set_syscall_stops(!rules.is_empty() || stop_faults.is_none());
     let timer = match WakeTimer::new() {
         Ok(timer) => timer,
         Err(e) => {
@@ -161,6 +171,7 @@ pub fn run(
         scan_buffer: String::new(),
         info: SyscallInfo::default(),
         skipped,
+        stop_faults,
     };
     if let Err(error) = attach::scan(&mut tracer, true) {
         let summary = detach::all(&mut tracer);
@@ -168,7 +179,9 @@ pub fn run(
         return summary;
     }
     tracer.trace(ready);
-    detach::all(&mut tracer)
+    let summary = detach::all(&mut tracer);
+    stops::forget_all(&mut tracer);
+    summary
 }
 
 impl Tracer {
@@ -185,8 +198,8 @@ impl Tracer {
             if now >= next_scan {
                 self.housekeeping(now);
                 next_scan = now + SCAN_PERIOD_NS;
-                // Held threads first finish their delay.
-                if self.rules.all_spent() && self.holds.is_empty() {
+                // Held threads first finish their delay. Stop rules end with the session.
+                if self.rules.all_spent() && self.holds.is_empty() && self.stop_faults.is_none() {
                     eprintln!(
                         "syschaos: ptrace: every rule is spent (expired or its count reached): detaching"
                     );
@@ -218,7 +231,7 @@ impl Tracer {
         match Event::decode(status) {
             Event::Syscall => self.on_syscall(tid),
             Event::Gone => self.forget(tid),
-            Event::Signal(signal) => resume(tid, signal),
+            Event::Signal(signal) => self.on_signal(tid, signal),
             Event::NewChild => self.on_new_child(tid),
             Event::Exec => self.on_exec(tid),
             Event::GroupStop => self.on_group_stop(tid),
@@ -304,6 +317,9 @@ impl Tracer {
                 continue;
             }
             thread.run = Run::Running;
+            if let Some(action) = thread.stop.take() {
+                stops::apply(tid, action);
+            }
             if let Some(decision) = thread.held.take()
                 && decision.errno != 0
             {
@@ -320,10 +336,20 @@ impl Tracer {
         }
     }
 
+    /// Queues a hold of `tid` for `delay_ns`; returns its seq (for [`Run::Held`]).
+    pub fn hold(&mut self, tid: i32, delay_ns: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.holds
+            .push(Reverse((sys::now_ns() + delay_ns, tid, seq)));
+        seq
+    }
+
     fn forget(&mut self, tid: i32) {
         let Some(thread) = self.threads.remove(&tid) else {
             return;
         };
+        self.stop_untrack(tid);
         if thread.run == Run::Seized {
             self.seized -= 1;
         }
@@ -337,6 +363,7 @@ impl Tracer {
     fn on_new_child(&mut self, parent: i32) {
         let target = self.threads.get(&parent).map_or(NO_TARGET, |t| t.target);
         if let Ok(child) = sys::event_message(parent) {
+            self.stop_track(child);
             match self.threads.get_mut(&child) {
                 // Its first stop came before this event.
                 Some(known) => {
@@ -357,6 +384,13 @@ impl Tracer {
 
     /// A successful execve: a non-leader thread that execs takes the leader's thread id.
     fn on_exec(&mut self, tid: i32) {
+        if let Ok(former) = sys::event_message(tid)
+            && former != tid
+            && self.threads.contains_key(&former)
+        {
+            self.stop_untrack(former);
+            self.stop_track(tid);
+        }
         if let Ok(former) = sys::event_message(tid)
             && former != tid
             && let Some(execing) = self.threads.remove(&former)
@@ -424,10 +458,12 @@ impl Tracer {
                         thread.target = target;
                         thread.run = Run::Running;
                     }
+                    self.stop_track(tid);
                     resume(tid, 0);
                 }
                 None => {
                     self.threads.remove(&tid);
+                    self.stop_untrack(tid);
                     let _ = sys::detach(tid, 0);
                 }
             }

@@ -50,6 +50,7 @@ const TESTS: &[(&str, Test)] = &[
     ("inject-cgroup-sock", inject::engines::inject_cgroup_sock),
     ("inject-signal", inject::engines::inject_signal),
     ("inject-ptrace", inject::engines::inject_ptrace),
+    ("inject-stop", inject::engines::inject_stop),
     ("inject-refused", inject::inject_refused),
     ("engines-refused", inject::engines::engines_refused),
     ("bench-kprobe", bench::bench_kprobe),

@@ -130,6 +130,10 @@ pub fn run_round(options: &Options, round: u64) -> String {
     timed_getppid(options, &mut tallies);
     threads_getppid(options, &mut tallies);
     forks_getppid(options, &mut tallies);
+    pipe_reads(options, &mut tallies);
+    for _ in 0..options.count("vfork") {
+        vfork_sleeping_child(tallies.entry("vfork").or_default());
+    }
     let mut json = format!("{{\"round\":{round},\"calls\":{{");
     for (i, (kind, tally)) in tallies.iter().enumerate() {
         let comma = if i > 0 { "," } else { "" };
@@ -277,5 +281,72 @@ fn connects(n: u64, tally: &mut Tally) {
             drop(listener.accept());
         });
         tally.record_io(result);
+    }
+}
+
+/// Reads that block: each of an empty pipe that a thread writes one byte to 20 ms later. EINTR is
+/// a failure here (not retried): a perturbation that interrupts the read must not show.
+fn pipe_reads(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    const WRITE_AFTER: Duration = Duration::from_millis(20);
+    for _ in 0..options.count("pipe-read") {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+            tallies.entry("pipe-read").or_default().record(-1);
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(WRITE_AFTER);
+            // SAFETY: the write end is open until joined; one byte from a static buffer.
+            unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+            start.elapsed().as_nanos() as u64
+        });
+        let mut byte = [0u8; 1];
+        // SAFETY: the read end is open; the buffer holds one byte.
+        let result = unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+        let errno =
+            (result < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+        let tally = tallies.entry("pipe-read").or_default();
+        tally.latencies.push(start.elapsed().as_nanos() as u64);
+        tally.slow = options.slow;
+        tally.record_errno(errno);
+        let written_at = writer.join().unwrap_or(0);
+        let writes = tallies.entry("pipe-write").or_default();
+        writes.latencies.push(written_at);
+        writes.slow = options.slow;
+        writes.record(0);
+        // SAFETY: both ends are ours.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+}
+
+/// A vfork-style clone (CLONE_VFORK, but its own copy of memory, so the child may run any code)
+/// of a child that sleeps 2 s, then exits: its parent waits killable only, so a signal sent to it
+/// meanwhile stays pending until the child is gone.
+fn vfork_sleeping_child(tally: &mut Tally) {
+    // SAFETY: without CLONE_VM the child runs on its own copy of our memory, as after fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_VFORK | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if pid == 0 {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    tally.record(pid);
+    if pid > 0 {
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
     }
 }

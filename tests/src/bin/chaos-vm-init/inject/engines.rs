@@ -3,7 +3,7 @@
 //! - `doctor`: what `doctor --json` says of this kernel is what the kernel table of
 //!   `xtask/src/vm.rs` expects, given as `syschaos.engines=kprobe:bpf_override_return,lsm:ok,...`
 //!   (`ok`: the engine works; otherwise a word its reason must contain); the monitor works.
-//! - `inject-cgroup-sock`, `inject-signal`, `inject-ptrace`: those engines, each named in its
+//! - `inject-cgroup-sock`, `inject-signal`, `inject-ptrace`, `inject-stop`: those engines, each named in its
 //!   rules, with exact errnos and counts, the neighbour untouched, nothing left after exit.
 //! - `engines-refused`: each engine doctor reports unavailable is refused up front, with doctor's
 //!   reason, and leaves nothing behind.
@@ -92,7 +92,18 @@ pub fn inject_cgroup_sock() -> Result<(), String> {
 }
 
 pub fn inject_ptrace() -> Result<(), String> {
-    let target = prepare_inject("inject-ptrace")?;
+    tracer_phases("inject-ptrace", "ptrace")
+}
+
+/// The stop engine: decided in the kernel (5.12+, as every in-kernel engine), carried out by the
+/// same tracer, on the same calls and counts as ptrace.
+pub fn inject_stop() -> Result<(), String> {
+    tracer_phases("inject-stop", "stop")
+}
+
+/// getppid, openat and fsync errnos by a tracer engine: count=3, then nth=4.
+fn tracer_phases(test: &str, engine: &str) -> Result<(), String> {
+    let target = prepare_inject(test)?;
     let faults = [
         fault("getppid", libc::EPERM, "EPERM"),
         fault("openat", libc::EACCES, "EACCES"),
@@ -102,13 +113,13 @@ pub fn inject_ptrace() -> Result<(), String> {
     all_of([
         run_phase(
             &target,
-            &phase("count=3,engine=ptrace", Expect::At(&[1, 2, 3])),
-            "ptrace",
+            &phase(&format!("count=3,engine={engine}"), Expect::At(&[1, 2, 3])),
+            engine,
         ),
         run_phase(
             &target,
-            &phase("nth=4,engine=ptrace", Expect::At(&[4])),
-            "ptrace",
+            &phase(&format!("nth=4,engine={engine}"), Expect::At(&[4])),
+            engine,
         ),
     ])
 }
