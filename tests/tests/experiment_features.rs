@@ -4,7 +4,7 @@
 //! - one run on four targets of every kind (`containers:`, `cgroup:`, `pid:`), all HTTP servers
 //!   loaded by a string `load` command, with conditions naming a target, every aggregate,
 //!   `max_increase` and `max_decrease`, a command probe and its latency, an abort condition with
-//!   `stop_experiment: false`, a matrix, a delay (ptrace), and a SIGSTOP that leaves every
+//!   `stop_experiment: false`, a matrix, a delay (stop engine), and a SIGSTOP that leaves every
 //!   server stopped: `degraded`, `aborted` (and the run goes on), `degraded`, `broken` + stalled;
 //! - one run whose target comes from `--container` instead of the file's, ended by SIGTERM in its
 //!   perturbation phase.
@@ -180,7 +180,7 @@ perturbations:
 #[test]
 fn every_kind_of_target_matrix_abort_delay_probe_and_a_broken_stall() {
     let doctor = Doctor::run();
-    for engine in ["cgroup-sock", "ptrace", "signal"] {
+    for engine in ["cgroup-sock", "stop", "signal"] {
         doctor.require_engine(engine);
     }
     let site = Site::start();
@@ -455,14 +455,15 @@ fn check_the_matrix(results: &Value, web: &str) {
     assert!(refused["injections"].as_u64().unwrap() > 5, "{refused:#}");
 }
 
-/// A delay alone (ptrace, chosen for it): every backend connect of web held 50 ms. Web's median
+/// A delay alone (the stop engine, which `auto` picks for delays: each connect held 50 ms after
+/// it ran): every backend connect of web held 50 ms. Web's median
 /// response time goes from under a millisecond into the 2^25..2^26 ns bucket, over the 25 ms
 /// bound (degraded), and comes back; nothing fails.
 fn check_the_delay(results: &Value, web: &str) {
     let delayed = &results["perturbations"][2];
     assert_eq!(delayed["name"], "backend connects slowed");
     assert_eq!(delayed["rule"], "connect,delay=50ms");
-    assert_eq!(delayed["engine"], "ptrace");
+    assert_eq!(delayed["engine"], "stop");
     assert_eq!(
         delayed["reason"], "violated, then recovered: web p50 latency",
         "{delayed:#}"

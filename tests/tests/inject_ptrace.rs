@@ -1,8 +1,8 @@
 //! The ptrace engine against real Docker containers on this host: errnos, delays before a call,
 //! probability, threads and processes created while attached, processes entering by `docker
 //! exec`, detaching under load, kill -9 of chaos-user, and a target that another tracer holds.
-//! Errno rules name the engine (`auto` prefers kprobe and LSM where the host offers them);
-//! rules with a delay leave it to `auto`, which can only pick ptrace for them, on any host.
+//! Every rule names the engine: `auto` prefers the pre-call kernel engines for errnos, and the
+//! stop engine for delays.
 #[path = "inject_ptrace/helpers.rs"]
 mod helpers;
 
@@ -133,6 +133,8 @@ fn a_delay_holds_each_call_before_it_runs() {
         "getppid",
         "--delay",
         "20ms",
+        "--engine",
+        "ptrace",
     ]);
     assert_ptrace_rules(&attach, 1);
     let report = web.trigger_round(1);
@@ -163,7 +165,7 @@ fn errno_and_delay_combine() {
         "--container",
         &web.name,
         "--rule",
-        "getppid=EPERM,delay=10ms,count=5",
+        "getppid=EPERM,delay=10ms,count=5,engine=ptrace",
     ]);
     let report = web.trigger_round(1);
     assert_eq!(
@@ -188,7 +190,7 @@ fn a_delay_with_half_probability_stays_within_statistical_bounds() {
         "--container",
         &web.name,
         "--rule",
-        "getppid,delay=4ms,probability=0.5",
+        "getppid,delay=4ms,probability=0.5,engine=ptrace",
     ]);
     let report = web.trigger_round(1);
     assert_eq!(report.outcome("time-getppid"), CallOutcome::clean(1000));
@@ -368,7 +370,7 @@ fn detaching_under_load_leaves_the_workload_running_at_full_speed() {
 #[test]
 fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     let web = Container::start("ptr-kill9", &["--time-getppid", "60", "--slow-us", "10000"]);
-    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid,delay=50ms"]);
+    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid,delay=50ms,engine=ptrace"]);
     // A 3 s round of held calls; chaos-user dies 1 s into it, holding one of them.
     docker(&["kill", "-s", "USR1", &web.name]);
     std::thread::sleep(Duration::from_millis(1000));
