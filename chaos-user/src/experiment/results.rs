@@ -9,6 +9,7 @@ use super::{
     spec::{Aggregate, Condition, Experiment},
     verdict::{Check, Verdict},
 };
+use crate::inject::{engine::Engine, rule::When};
 
 pub const SCHEMA: &str = "syschaos.experiment/v1";
 
@@ -123,6 +124,9 @@ pub struct PerturbationResult {
     /// The rule, as `chaos-user inject --rule` takes it.
     pub rule: String,
     pub engine: Option<String>,
+    /// When its errno or delay came: `before` the call ran, or `after` (the stop engine; a call
+    /// that blocked is interrupted, so for it the fault still comes before it completes).
+    pub when: Option<When>,
     pub verdict: Verdict,
     pub reason: String,
     pub crashed: bool,
@@ -139,12 +143,22 @@ pub struct PerturbationResult {
 }
 
 impl PerturbationResult {
-    pub fn not_run(index: usize, name: &str, rule: &str, engine: Option<String>) -> Self {
+    /// `stop (after)`: the engine and when its fault came, for the reports.
+    pub fn engine_label(&self) -> String {
+        match (&self.engine, self.when) {
+            (Some(engine), Some(when)) => format!("{engine} ({})", when.name()),
+            (Some(engine), None) => engine.clone(),
+            (None, _) => "-".to_owned(),
+        }
+    }
+
+    pub fn not_run(index: usize, name: &str, rule: &str, engine: Engine) -> Self {
         Self {
             index,
             name: name.to_owned(),
             rule: rule.to_owned(),
-            engine,
+            engine: Some(engine.to_string()),
+            when: engine.when(),
             verdict: Verdict::NotRun,
             reason: "the experiment stopped before it".into(),
             crashed: false,

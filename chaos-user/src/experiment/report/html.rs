@@ -91,7 +91,7 @@ pub fn render(results: &Results) -> anyhow::Result<String> {
             i = p.index,
             name = esc(&p.name),
             rule = esc(&p.rule),
-            engine = esc(p.engine.as_deref().unwrap_or("-")),
+            engine = esc(&p.engine_label()),
             verdict = badge(p.verdict.name()),
             flags = flags(p),
             injections = p.injections,
@@ -148,7 +148,7 @@ fn section(out: &mut String, results: &Results, p: &PerturbationResult) -> anyho
         verdict = badge(p.verdict.name()),
         flags = flags(p),
         rule = esc(&p.rule),
-        engine = esc(p.engine.as_deref().unwrap_or("-")),
+        engine = esc(&p.engine_label()),
         injections = p.injections,
         reason = esc(&p.reason),
     );

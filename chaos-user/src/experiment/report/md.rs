@@ -65,7 +65,7 @@ pub fn render(results: &Results) -> String {
             } else {
                 format!("{} (`{}`)", p.name, p.rule)
             }),
-            p.engine.as_deref().unwrap_or("-"),
+            p.engine_label(),
             verdict,
             p.injections,
             cell(&conditions.join("<br>"))

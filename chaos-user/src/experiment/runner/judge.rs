@@ -89,6 +89,7 @@ impl Runner {
             name: planned.name.clone(),
             rule: planned.text.clone(),
             engine: Some(engine.to_string()),
+            when: engine.when(),
             verdict,
             reason,
             crashed: findings.crashed,

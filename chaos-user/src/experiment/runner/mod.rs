@@ -442,7 +442,7 @@ impl Runner {
                 planned.index,
                 &planned.name,
                 &planned.text,
-                Some(engine.to_string()),
+                *engine,
             ));
         }
         self.write_reports()?;
