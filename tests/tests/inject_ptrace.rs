@@ -370,7 +370,12 @@ fn detaching_under_load_leaves_the_workload_running_at_full_speed() {
 #[test]
 fn kill_9_of_chaos_user_mid_injection_leaves_the_target_running() {
     let web = Container::start("ptr-kill9", &["--time-getppid", "60", "--slow-us", "10000"]);
-    let mut attach = Attach::inject(&["--container", &web.name, "--rule", "getppid,delay=50ms,engine=ptrace"]);
+    let mut attach = Attach::inject(&[
+        "--container",
+        &web.name,
+        "--rule",
+        "getppid,delay=50ms,engine=ptrace",
+    ]);
     // A 3 s round of held calls; chaos-user dies 1 s into it, holding one of them.
     docker(&["kill", "-s", "USR1", &web.name]);
     std::thread::sleep(Duration::from_millis(1000));

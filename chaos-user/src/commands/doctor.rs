@@ -97,7 +97,11 @@ fn print_text(report: &Report) {
     println!("monitor         {}", status(&report.monitor));
     println!("docker          {}", status(&report.docker));
     println!();
-    println!("injection engines (auto picks the first that works and covers the syscall):");
+    println!(
+        "injection engines (auto: an errno before the call on the first pre-call engine that works \
+         and covers the syscall, else ptrace; when=after and delays on stop; experiments prefer \
+         stop to ptrace):"
+    );
     for engine in &report.engines {
         let state = match &engine.reason {
             None => "works".to_owned(),
@@ -105,5 +109,22 @@ fn print_text(report: &Report) {
         };
         println!("  {:<12} {state}", engine.engine.name());
         println!("  {:<12} covers: {}", "", engine.covers);
+    }
+    let works = |wanted: Engine| {
+        report
+            .engines
+            .iter()
+            .any(|e| e.engine == wanted && e.reason.is_none())
+    };
+    if works(Engine::Ptrace) {
+        println!();
+        println!(
+            "note: ptrace stops every call of the target in chaos-user (microseconds each: a busy \
+             server can lose most of its throughput){}",
+            match works(Engine::Stop) {
+                true => "; the stop engine (when=after, and delays) stops only the perturbed calls",
+                false => "",
+            }
+        );
     }
 }

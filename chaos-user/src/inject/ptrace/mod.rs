@@ -266,7 +266,7 @@ fn host(why: &str) -> EngineError {
     EngineError::Host(why.to_owned())
 }
 
-pub const COVERAGE: &str = "any syscall of 64-bit tracees: errno (the call is skipped) and/or a delay before the call; every call of the target stops in chaos-user, so it costs microseconds per call (auto picks it for delays and for errnos no in-kernel engine covers)";
+pub const COVERAGE: &str = "any syscall of 64-bit tracees: errno (the call is skipped) and/or a delay before the call; every call of the target stops in chaos-user, so it costs microseconds per call (auto picks it for errnos no pre-call kernel engine covers, and for delays with when=before)";
 
 /// No eBPF program: the tracer is chaos-user itself.
 pub fn programs(_syscall: &str) -> Option<Vec<&'static str>> {
