@@ -142,7 +142,7 @@ fn a_bad_line_in_a_rule_file_is_refused_by_file_and_line_number() {
     let path = file.to_str().unwrap();
     let expected = format!(
         "chaos-user: error: bad rule `{path}:4`: bad rule `connect=ECONNREFUSED,colour=red`: \
-         unknown key `colour` (known: probability, nth, count, path-prefix, duration, delay, engine)"
+         unknown key `colour` (known: probability, nth, count, path-prefix, duration, delay, when, engine)"
     );
     let args = [
         "inject",
@@ -474,7 +474,8 @@ fn doctor_text_says_what_doctor_json_says() {
             "lsm",
             "cgroup-sock",
             "signal",
-            "ptrace"
+            "ptrace",
+            "stop"
         ]
     );
     // fmod_ret is tried for real: where the kernel refuses it (this host: EPERM), doctor says
@@ -489,6 +490,14 @@ fn doctor_text_says_what_doctor_json_says() {
     );
     // The signal engine needs 5.12 (its counters' atomics); this host has more.
     assert!(lines.contains(&"  signal       works"), "{text}");
+    // ptrace comes with its cost, and the faster engine this host has.
+    assert!(
+        text.contains("note: ptrace stops every call of the target")
+            && text.contains(
+                "the stop engine (when=after, and delays) stops only the perturbed calls"
+            ),
+        "{text}"
+    );
     // Doctor loads every program to see what works, and leaves none behind.
     assert_no_programs_since(floor);
 }
