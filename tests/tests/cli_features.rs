@@ -420,7 +420,9 @@ fn doctor_text_from_json(json: &Value) -> String {
     text += &format!("cgroup v2       {root}\n");
     text += &format!("monitor         {}\n", status_text(&json["monitor"]));
     text += &format!("docker          {}\n", status_text(&json["docker"]));
-    text += "\ninjection engines (auto picks the first that works and covers the syscall):\n";
+    text += "\ninjection engines (auto: an errno before the call on the first pre-call engine that \
+             works and covers the syscall, else ptrace; when=after and delays on stop; experiments \
+             prefer stop to ptrace):\n";
     for engine in json["engines"].as_array().unwrap() {
         let state = match (engine["works"].as_bool(), engine["reason"].as_str()) {
             (Some(true), None) => "works".to_owned(),
@@ -434,6 +436,21 @@ fn doctor_text_from_json(json: &Value) -> String {
             "",
             engine["covers"].as_str().unwrap()
         );
+    }
+    let works = |name: &str| {
+        json["engines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|engine| engine["engine"] == name && engine["works"] == true)
+    };
+    if works("ptrace") {
+        text += "\nnote: ptrace stops every call of the target in chaos-user (microseconds each: a \
+                 busy server can lose most of its throughput)";
+        if works("stop") {
+            text += "; the stop engine (when=after, and delays) stops only the perturbed calls";
+        }
+        text += "\n";
     }
     text
 }

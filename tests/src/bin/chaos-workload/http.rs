@@ -97,18 +97,24 @@ pub struct Site {
     backend: Option<u16>,
     gets: Vec<String>,
     requests: u64,
+    /// `load`: requests per connection (keep-alive); 1 closes each.
+    per_connection: u64,
 }
 
 impl Site {
     pub fn take(args: &mut Vec<String>) -> Result<Self, String> {
         let mut site = Site {
             requests: 1000,
+            per_connection: 1,
             ..Site::default()
         };
         let mut i = 1;
         while i < args.len() {
             let flag = args[i].as_str();
-            if !matches!(flag, "--docroot" | "--backend" | "--get" | "--requests") {
+            if !matches!(
+                flag,
+                "--docroot" | "--backend" | "--get" | "--requests" | "--per-connection"
+            ) {
                 // Every other flag takes a value too.
                 i += 2;
                 continue;
@@ -121,6 +127,12 @@ impl Site {
                 "--docroot" => site.docroot = Some(value.clone()),
                 "--backend" => site.backend = Some(value.parse().map_err(|_| bad())?),
                 "--get" => site.gets.push(value.clone()),
+                "--per-connection" => {
+                    site.per_connection = value.parse().map_err(|_| bad())?;
+                    if site.per_connection == 0 {
+                        return Err("--per-connection: at least 1".into());
+                    }
+                }
                 _ => site.requests = value.parse().map_err(|_| bad())?,
             }
             args.drain(i..i + 2);
@@ -197,6 +209,64 @@ fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
         .ok_or_else(|| std::io::Error::other("no status line"))
 }
 
+/// A connection `load` reuses, and how many requests it made.
+struct KeptAlive {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    used: u64,
+}
+
+/// GET on a kept-alive connection (a new one after `per_connection` requests or an error).
+fn kept_alive_get(
+    connection: &mut Option<KeptAlive>,
+    port: u16,
+    path: &str,
+    per_connection: u64,
+) -> std::io::Result<u16> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    if connection.as_ref().is_none_or(|c| c.used >= per_connection) {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        *connection = Some(KeptAlive {
+            reader: std::io::BufReader::new(stream),
+            used: 0,
+        });
+    }
+    let Some(kept) = connection.as_mut() else {
+        return Err(std::io::Error::other("no connection"));
+    };
+    kept.used += 1;
+    let result = (|| {
+        write!(
+            kept.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )?;
+        let mut line = String::new();
+        kept.reader.read_line(&mut line)?;
+        let code = line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status line"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if kept.reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        kept.reader.read_exact(&mut body)?;
+        Ok(code)
+    })();
+    if result.is_err() {
+        *connection = None;
+    }
+    result
+}
+
 /// `load`: a bounded number of GETs, then a summary line.
 pub fn load(port: u16, site: &Site, interval: Duration) -> ExitCode {
     install_exit_on_signal();
@@ -205,8 +275,14 @@ pub fn load(port: u16, site: &Site, interval: Duration) -> ExitCode {
     }
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     let mut failed = 0u64;
+    let mut connection: Option<KeptAlive> = None;
     for i in 0..site.requests {
-        match http_get(port, &site.gets[i as usize % site.gets.len()]) {
+        let path = &site.gets[i as usize % site.gets.len()];
+        let answer = match site.per_connection {
+            1 => http_get(port, path),
+            n => kept_alive_get(&mut connection, port, path, n),
+        };
+        match answer {
             Ok(code) => *codes.entry(code).or_default() += 1,
             Err(_) => failed += 1,
         }

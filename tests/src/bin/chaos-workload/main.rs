@@ -20,8 +20,10 @@
 //!                                   new connection to 127.0.0.1:PORT (std retries connect on
 //!                                   EINTR), `GET /PATH` there, its status passed on, or 502.
 //!   chaos-workload load --port P --get PATH [--get PATH...] [--requests N] [--interval-ms MS]
+//!                       [--per-connection N]
 //!                                   N GETs (default 1000) to 127.0.0.1:P, a connection each, the
 //!                                   paths in turn, one every MS; then {"requests":N,"codes":{..}}.
+//!                                   --per-connection N: N requests per connection (keep-alive).
 //!
 //! CALLS, made in this order: --getppid N, --open-missing N (openat of --path, a missing file),
 //! --read N, --write N, --fsync N (on --file, created first), --connect N (TCP connects to a
