@@ -31,12 +31,19 @@ static INJECTIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_RULES, 0
 #[map]
 static RULE_SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
 
+/// Whether some rule names `syscall` (an inlined array read): the monitor sends only such calls
+/// through `INFLIGHT`, where the decision is parked.
+#[inline(always)]
+pub fn ruled(syscall: u32) -> bool {
+    RULE_SYSCALLS.get(syscall).copied() == Some(1)
+}
+
 /// Decides whether this call of a target gets a fault. Errno faults are parked in `call` for the
 /// engine's hook; signals are sent now (they are delivered when the call returns to user space).
 #[inline(always)]
 pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
     // Most calls are of syscalls no rule names: skip the hash lookup for them.
-    if RULE_SYSCALLS.get(call.syscall).copied() != Some(1) {
+    if !ruled(call.syscall) {
         return;
     }
     let key = RuleKey {

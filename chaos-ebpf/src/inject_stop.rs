@@ -75,7 +75,8 @@ pub fn is_reissue(call: &InflightCall) -> bool {
 /// fault for the tracer and for the re-entry.
 #[inline(always)]
 pub fn reissued(call: &InflightCall, ret: i64) -> bool {
-    if call.injected == 0 || call.fault_errno != 0 {
+    // A call no longer in flight (`start_ns` 0) is an old one of this thread's.
+    if call.start_ns == 0 || call.injected == 0 || call.fault_errno != 0 {
         return false;
     }
     if !matches!(

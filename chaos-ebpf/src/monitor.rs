@@ -68,11 +68,10 @@ const MAX_ERRNO: i64 = 4095;
 #[unsafe(no_mangle)]
 static INJECTING: u8 = 0;
 
-/// Whether calls go through `INFLIGHT` rather than `THREAD_CALLS`.
+/// Whether this session may inject: a call the fast path does not know may be in `INFLIGHT`.
 #[inline(always)]
-fn inflight_path() -> bool {
-    let injecting = unsafe { core::ptr::read_volatile(&INJECTING) } != 0;
-    injecting || trace::enabled()
+fn injecting() -> bool {
+    (unsafe { core::ptr::read_volatile(&INJECTING) }) != 0
 }
 
 /// Time one call in N, at random (`--latency-sample N`, set by the loader; 1: every call).
@@ -123,7 +122,9 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     if is_never_returning(syscall) {
         count(slot, syscall, false);
     }
-    if inflight_path() {
+    // Traced calls, and calls of syscalls a rule names, go through `INFLIGHT` (the decision is
+    // parked there for the engine's hook); the others take the fast path, injecting or not.
+    if trace::enabled() || (inject && inject::ruled(syscall)) {
         // The rules are keyed by cgroup id.
         let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         inflight_enter(ctx, inject, cgroup_id, slot, syscall);
@@ -209,7 +210,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(slot) = current_slot(&ctx) else {
         return 0;
     };
-    if inflight_path() {
+    if trace::enabled() {
         inflight_exit(&ctx);
         return 0;
     }
@@ -228,8 +229,12 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         };
         (who as u32, elapsed)
     } else {
-        // Another thread took the position (or entry did not see this call): the syscall
-        // number is in the registers, and the call is counted untimed.
+        // The call went through `INFLIGHT` (a rule names its syscall, or chaos-user's tracer
+        // skipped it), another thread took the position, or entry did not see this call: the
+        // syscall number is in the registers, and the call is counted untimed.
+        if injecting() && inflight_exit(&ctx) {
+            return 0;
+        }
         match entered_syscall(&ctx) {
             Some(syscall) => (syscall, UNTIMED_ELAPSED),
             None => return 0,
@@ -239,12 +244,12 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Exit of a session that may inject or traces: the call is the one `INFLIGHT` holds.
+/// Exit of a call that went through `INFLIGHT`; false if the thread has no call there.
 #[inline(always)]
-fn inflight_exit(ctx: &RawTracePointContext) {
+fn inflight_exit(ctx: &RawTracePointContext) -> bool {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(entry) = INFLIGHT.get_ptr_mut(&tid) else {
-        return;
+        return false;
     };
     let call = unsafe { &mut *entry };
     // Engine stop: an exit the application never sees (its call is re-issued) is not counted.
@@ -252,11 +257,11 @@ fn inflight_exit(ctx: &RawTracePointContext) {
     // spilled, and 6.1's verifier then refuses the latency code below (R8 !read_ok).
     if crate::inject_stop::reissued(call, ctx.arg(1)) {
         call.start_ns = 0;
-        return;
+        return true;
     }
     let start_ns = call.start_ns;
     if start_ns == 0 {
-        return;
+        return false;
     }
     call.start_ns = 0;
     // A decision no hook carried out (e.g. the call never reached it) dies with the call.
@@ -281,6 +286,7 @@ fn inflight_exit(ctx: &RawTracePointContext) {
     if trace::enabled() {
         trace::emit(call, start_ns, ret, if timed { elapsed } else { 0 });
     }
+    true
 }
 
 /// `elapsed` of a call that was not timed.
