@@ -81,10 +81,15 @@ impl Capabilities {
         let cost = "the ptrace engine stops every call of the target in chaos-user (microseconds \
                     each: a busy server can lose most of its throughput)";
         let stop_covers = self.stop.is_ok() && Engine::Stop.programs(&rule.syscall).is_some();
+        // A rule that forces ptrace would refuse when=after: it names the engine instead.
+        let forced = rule.engine == EngineChoice::Forced(Engine::Ptrace);
         let faster = match (stop_covers, rule.fault) {
             (false, _) => "no faster engine covers it here".to_owned(),
             (true, Fault::Delay) => "faster: engine=stop (only the delayed calls stop; a call \
                                      that did not block is held after it ran)"
+                .to_owned(),
+            (true, _) if forced => "faster: engine=stop (only the perturbed calls stop; the \
+                                    errno replaces the result of a call that ran)"
                 .to_owned(),
             (true, _) => "faster: when=after (the stop engine: only the perturbed calls stop; \
                           the errno replaces the result of a call that ran)"
@@ -236,6 +241,9 @@ mod tests {
             "{warning}"
         );
         assert!(warning.contains("faster: when=after"), "{warning}");
+        let forced = rule("fsync=EIO,engine=ptrace");
+        let warning = kernel.ptrace_warning(&forced, Engine::Ptrace).unwrap();
+        assert!(warning.contains("faster: engine=stop"), "{warning}");
         let delay = rule("fsync,delay=1ms,engine=ptrace");
         let warning = kernel.ptrace_warning(&delay, Engine::Ptrace).unwrap();
         assert!(warning.contains("faster: engine=stop"), "{warning}");
