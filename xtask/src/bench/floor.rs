@@ -50,8 +50,13 @@ pub struct Floor {
 
 impl Floor {
     pub fn attach() -> anyhow::Result<Self> {
+        Self::attach_to(&["sys_enter", "sys_exit"])
+    }
+
+    /// An empty program on each of `tracepoints`.
+    pub fn attach_to(tracepoints: &[&str]) -> anyhow::Result<Self> {
         let mut links = Vec::new();
-        for tracepoint in ["sys_enter", "sys_exit"] {
+        for &tracepoint in tracepoints {
             let program = load_empty().context("loading an empty raw_tp program")?;
             links.push(
                 open_raw_tracepoint(&program, tracepoint)

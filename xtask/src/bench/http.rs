@@ -66,6 +66,8 @@ enum Config {
     Bare,
     /// Two empty raw_tp programs on the syscall tracepoints: what the monitor cannot go below.
     Floor,
+    /// One empty program on `sys_exit`: the floor of a monitor that counts at exit alone.
+    FloorExit,
     /// `attach --no-syscalls`: HTTP counting by itself, what the goal is about.
     HttpOnly,
     /// `attach --no-http`: the syscall monitor by itself.
@@ -75,9 +77,10 @@ enum Config {
 }
 
 impl Config {
-    const ALL: [Config; 5] = [
+    const ALL: [Config; 6] = [
         Config::Bare,
         Config::Floor,
+        Config::FloorExit,
         Config::HttpOnly,
         Config::SyscallsOnly,
         Config::Both,
@@ -87,6 +90,7 @@ impl Config {
         match self {
             Config::Bare => "bare",
             Config::Floor => "floor: 2 empty raw_tp programs",
+            Config::FloorExit => "floor at exit: 1 empty raw_tp program",
             Config::HttpOnly => "attach --no-syscalls (HTTP)",
             Config::SyscallsOnly => "attach --no-http (syscalls)",
             Config::Both => "attach (syscalls + HTTP)",
@@ -95,7 +99,7 @@ impl Config {
 
     fn attach_flags(self) -> Option<&'static [&'static str]> {
         match self {
-            Config::Bare | Config::Floor => None,
+            Config::Bare | Config::Floor | Config::FloorExit => None,
             Config::HttpOnly => Some(&["--no-syscalls"]),
             Config::SyscallsOnly => Some(&["--no-http"]),
             Config::Both => Some(&[]),
@@ -153,6 +157,7 @@ fn measure(args: &HttpArgs, chaos_user: &Path, server: Server) -> anyhow::Result
             };
             let floor = match config {
                 Config::Floor => Some(Floor::attach()?),
+                Config::FloorExit => Some(Floor::attach_to(&["sys_exit"])?),
                 _ => None,
             };
             *rate = wrk(&url, args.duration, server_cpu)?.requests_per_sec;

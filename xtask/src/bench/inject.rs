@@ -31,9 +31,16 @@ pub struct InjectArgs {
     /// Skip the first part: nginx under wrk with a never-matching rule on each engine.
     #[arg(long)]
     pub skip_nginx: bool,
+    /// Only the first part (nginx under wrk).
+    #[arg(long, conflicts_with_all = ["skip_nginx", "vm_only"])]
+    pub nginx_only: bool,
     /// Length of each wrk run of the nginx part.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub wrk_duration: std::time::Duration,
+    /// One more configuration of the nginx part: `chaos-user inject` with this rule (repeat for
+    /// more), e.g. to tell the tracer's cost from the rule's: `getppid=EIO,engine=stop`.
+    #[arg(long = "also-rule", value_name = "RULE")]
+    pub also_rules: Vec<String>,
 }
 
 /// The rule under test, and the others that make 4 rules per target. The workload's listener
@@ -231,7 +238,10 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<()> {
     let workload = build::release("tests", Some(build::MUSL))?.join("chaos-workload");
     let chaos_user = build::chaos_user()?;
     if !args.skip_nginx {
-        super::inject_http::run(args.runs, args.wrk_duration, &chaos_user)?;
+        super::inject_http::run(args, &chaos_user)?;
+        if args.nginx_only {
+            return Ok(());
+        }
     }
     if Command::new("strace").arg("-V").output().is_err() {
         build::run(Command::new("apt-get").args(["install", "-y", "strace"]))?;

@@ -27,6 +27,8 @@ enum Config {
     /// The never-matching rule forced on this engine.
     Never(&'static str),
     Delay,
+    /// A rule of `--also-rule`.
+    Also(String),
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             Config::Attach => "attach (monitor only)".into(),
             Config::Never(engine) => format!("never-matching openat rule, engine={engine}"),
             Config::Delay => "1% of openat delayed 1 ms, engine=stop".into(),
+            Config::Also(rule) => rule.clone(),
         }
     }
 
@@ -44,11 +47,13 @@ impl Config {
             Config::Bare | Config::Attach => None,
             Config::Never(engine) => Some(format!("{NEVER},engine={engine}")),
             Config::Delay => Some(DELAY.into()),
+            Config::Also(rule) => Some(rule.clone()),
         }
     }
 }
 
-pub fn run(runs: u32, duration: Duration, chaos_user: &Path) -> anyhow::Result<()> {
+pub fn run(args: &super::inject::InjectArgs, chaos_user: &Path) -> anyhow::Result<()> {
+    let (runs, duration) = (args.runs, args.wrk_duration);
     if Command::new("wrk").arg("-v").output().is_err() {
         bail!("wrk not found: apt-get install wrk (./run setup installs it)");
     }
@@ -64,6 +69,7 @@ pub fn run(runs: u32, duration: Duration, chaos_user: &Path) -> anyhow::Result<(
     if engines.iter().any(|e| e == "stop") {
         configs.push(Config::Delay);
     }
+    configs.extend(args.also_rules.iter().cloned().map(Config::Also));
     let cgroup = Cgroup::create("syschaos-bench-inject-http")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -144,6 +150,9 @@ fn check(config: &Config, lines: Vec<String>) -> anyhow::Result<()> {
     let Some(rule) = config.rule() else {
         return Ok(());
     };
+    if let Config::Also(_) = config {
+        return Ok(());
+    }
     let summary = lines
         .iter()
         .find(|line| line.contains("openat") && line.contains(" injected"))

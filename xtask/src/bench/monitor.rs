@@ -27,6 +27,8 @@ const GOALS: [(Config, f64); 3] = [
 enum Config {
     Bare,
     Floor,
+    /// One empty program on `sys_exit`: the floor of a monitor that counts at exit alone.
+    FloorExit,
     ChaosOther,
     ChaosTarget,
     ChaosSampled,
@@ -47,9 +49,10 @@ const _: () = {
 const LATENCY_SAMPLE: &str = "16";
 
 impl Config {
-    const ALL: [Config; 7] = [
+    const ALL: [Config; 8] = [
         Config::Bare,
         Config::Floor,
+        Config::FloorExit,
         Config::ChaosOther,
         Config::ChaosTarget,
         Config::ChaosSampled,
@@ -61,6 +64,7 @@ impl Config {
         match self {
             Config::Bare => "bare",
             Config::Floor => "floor: 2 empty raw_tp programs",
+            Config::FloorExit => "floor at exit: 1 empty raw_tp program",
             Config::ChaosOther => "chaos-user attached to another cgroup",
             Config::ChaosTarget => "chaos-user attached to dd's cgroup",
             Config::ChaosSampled => "  the same, --latency-sample 16",
@@ -117,10 +121,11 @@ impl Bench {
     fn measure(&self, config: Config) -> anyhow::Result<Timing> {
         let floor = match config {
             Config::Floor => Some(Floor::attach()?),
+            Config::FloorExit => Some(Floor::attach_to(&["sys_exit"])?),
             _ => None,
         };
         let tracer = match config {
-            Config::Bare | Config::Floor => None,
+            Config::Bare | Config::Floor | Config::FloorExit => None,
             Config::ChaosOther => Some(self.chaos_user(&self.other, &["--quiet"])?),
             Config::ChaosTarget => Some(self.chaos_user(&self.target, &["--quiet"])?),
             Config::ChaosSampled => Some(self.chaos_user(
