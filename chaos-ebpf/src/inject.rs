@@ -55,13 +55,15 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
         return;
     };
     let rule = unsafe { &mut *rule };
-    if rule.engine == ENGINE_STOP && crate::inject_stop::is_reissue(call) {
-        return;
-    }
     if rule.expires_ns != 0 && unsafe { bpf_ktime_get_ns() } > rule.expires_ns {
         return;
     }
     if rule.path_arg != NO_PATH_ARG && !path_matches(ctx, rule) {
+        return;
+    }
+    // After the path: a re-issued call has the arguments that matched, and a call that does
+    // not match spares the map lookup.
+    if rule.engine == ENGINE_STOP && crate::inject_stop::is_reissue(call) {
         return;
     }
     if rule.nth != 0 {

@@ -122,18 +122,21 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     if is_never_returning(syscall) {
         count(slot, syscall, false);
     }
-    // Traced calls, and calls of syscalls a rule names, go through `INFLIGHT` (the decision is
-    // parked there for the engine's hook); the others take the fast path, injecting or not.
-    if trace::enabled() || (inject && inject::ruled(syscall)) {
-        // The rules are keyed by cgroup id.
+    // Traced calls go through `INFLIGHT` (trace events are made from it), and so do calls that
+    // get a fault (the decision is parked there for the engine's hook); every other call takes
+    // the fast path, injecting or not.
+    if trace::enabled() {
         let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         inflight_enter(ctx, inject, cgroup_id, slot, syscall);
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if inject && inject::ruled(syscall) && decided_enter(ctx, tid, slot, syscall) {
         return 0;
     }
     if is_never_returning(syscall) {
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
     let start_ns = if timed() {
         unsafe { bpf_ktime_get_ns() }
     } else {
@@ -147,7 +150,40 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     0
 }
 
-/// Entry of a session that may inject or traces: the thread's call goes to `INFLIGHT`.
+/// Entry of a call whose syscall a rule names: decided on the stack, and only a call that gets a
+/// fault is written to `INFLIGHT`, where the engine's hook, chaos-user's tracer and the exit find
+/// it. False for a call left alone: it takes the fast path, as if no rule named it (a rule that
+/// matches nothing costs its lookup and nothing more).
+#[inline(always)]
+fn decided_enter(ctx: &RawTracePointContext, tid: u32, slot: u32, syscall: u32) -> bool {
+    let mut call = InflightCall {
+        // The rules are keyed by cgroup id.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        syscall,
+        slot,
+        ..IDLE_CALL
+    };
+    inject::decide(ctx, &mut call);
+    if call.pending_errno == 0 && call.injected == 0 {
+        return false;
+    }
+    call.start_ns = if is_never_returning(syscall) {
+        // No sys_exit follows: nothing to time, and an errno rule cannot apply.
+        0
+    } else if timed() {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        UNTIMED
+    };
+    // The exit must not take this call for the fast path's (a stale entry of an exit missed).
+    if let Some(entry) = THREAD_CALLS.get_ptr_mut(tid & (THREAD_CALL_ENTRIES - 1)) {
+        unsafe { (*entry).who = 0 };
+    }
+    let _ = INFLIGHT.insert(&tid, &call, 0);
+    true
+}
+
+/// Entry of a traced call: the thread's call goes to `INFLIGHT`, decided there.
 #[inline(always)]
 fn inflight_enter(
     ctx: &RawTracePointContext,
