@@ -61,6 +61,9 @@ pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 /// The entry program that also decides injections (atomic fetch-and-add: kernel 5.12+).
 pub const PROG_SYS_ENTER_INJECT: &str = "monitor_sys_enter_inject";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
+/// Counts `exit` and `exit_group` (no `sys_exit` follows them) when no entry program runs
+/// (`--no-latency`): on their own `syscalls:sys_enter_*` tracepoints.
+pub const PROG_NEVER_RETURNING: &str = "monitor_never_returning";
 /// On `sched_process_fork` and `cgroup_attach_task`: bump [`MAP_GENERATION`].
 pub const PROG_TASK_FORK: &str = "monitor_task_fork";
 pub const PROG_CGROUP_ATTACH: &str = "monitor_cgroup_attach";
@@ -109,6 +112,7 @@ pub const PROGRAMS: &[&str] = &[
     PROG_SYS_ENTER,
     PROG_SYS_ENTER_INJECT,
     PROG_SYS_EXIT,
+    PROG_NEVER_RETURNING,
     PROG_TASK_FORK,
     PROG_CGROUP_ATTACH,
     PROG_HTTP_INGRESS,

@@ -22,8 +22,8 @@ use crate::{inject, monitor_slot::current_slot, trace};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
     },
     macros::{map, raw_tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -73,6 +73,12 @@ static INJECTING: u8 = 0;
 fn injecting() -> bool {
     (unsafe { core::ptr::read_volatile(&INJECTING) }) != 0
 }
+
+/// Set by the loader when no entry program runs (`--no-latency`): `sys_exit` counts each call
+/// from its registers, and `monitor_never_returning` counts `exit` and `exit_group`.
+/// (Before 5.15 the entry program still runs, for those two, and is otherwise ignored.)
+#[unsafe(no_mangle)]
+static COUNT_AT_EXIT: u8 = 0;
 
 /// Time one call in N, at random (`--latency-sample N`, set by the loader; 1: every call).
 /// Counts and errors stay exact; sampled latencies are weighted by N in the histogram.
@@ -250,6 +256,13 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         inflight_exit(&ctx);
         return 0;
     }
+    if unsafe { core::ptr::read_volatile(&COUNT_AT_EXIT) } != 0 {
+        // No entry program: the one dispatch per call a monitor cannot do without.
+        if let Some(syscall) = entered_syscall(&ctx) {
+            record(slot, syscall, ctx.arg(1), UNTIMED_ELAPSED);
+        }
+        return 0;
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(entry) = THREAD_CALLS.get_ptr_mut(tid & (THREAD_CALL_ENTRIES - 1)) else {
         return 0;
@@ -399,6 +412,27 @@ fn syscall_args(ctx: &RawTracePointContext) -> [u64; 6] {
     [
         window[7], window[6], window[5], window[0], window[2], window[1],
     ]
+}
+
+/// `exit` and `exit_group` of a target without an entry program (`COUNT_AT_EXIT`), counted
+/// when the thread exits: its saved registers still hold the number of the call that ended it
+/// (a thread killed by a signal shows another call's, or none). Runs once per thread, not per
+/// call. `bpf_task_pt_regs`: Linux 5.15+.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn monitor_never_returning(_ctx: RawTracePointContext) -> i32 {
+    let Some(slot) = target_slot(unsafe { bpf_get_current_cgroup_id() }) else {
+        return 0;
+    };
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let Ok(syscall) = (unsafe { bpf_probe_read_kernel(&(*regs).orig_rax as *const u64) }) else {
+        return 0;
+    };
+    if let Ok(syscall) = u32::try_from(syscall as i64)
+        && is_never_returning(syscall)
+    {
+        count(slot, syscall, false);
+    }
+    0
 }
 
 #[inline(always)]

@@ -56,6 +56,8 @@ pub struct Globals {
     pub latency_sample: u32,
     /// The session may inject: calls go through `INFLIGHT`, where the engines meet.
     pub injecting: bool,
+    /// No entry program (`--no-latency`): `sys_exit` counts each call alone.
+    pub count_at_exit: bool,
 }
 
 /// Loads the object into the kernel; no program is loaded or attached yet.
@@ -69,6 +71,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
     let sample = globals.trace_sample.max(1);
     let latency_sample = globals.latency_sample.max(1);
     let injecting = u8::from(globals.injecting);
+    let count_at_exit = u8::from(globals.count_at_exit);
     EbpfLoader::new()
         .override_global("SYS_EXIT_NR", &exit_nr, true)
         .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
@@ -77,6 +80,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
         .override_global("TRACE_SAMPLE", &sample, true)
         .override_global("LATENCY_SAMPLE", &latency_sample, true)
         .override_global("INJECTING", &injecting, true)
+        .override_global("COUNT_AT_EXIT", &count_at_exit, true)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Object)
 }

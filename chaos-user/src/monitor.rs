@@ -2,7 +2,9 @@
 //! latency, in the kernel (`chaos-ebpf/src/monitor.rs`, programs `monitor_sys_enter` (or
 //! `monitor_sys_enter_inject`) and `monitor_sys_exit` on the raw_syscalls tracepoints, and
 //! `monitor_task_fork` / `monitor_cgroup_attach`, which tell them when a remembered slot may be
-//! stale). It owns the target maps and the counters.
+//! stale). With `--no-latency` there is no entry program: `monitor_sys_exit` counts each call
+//! alone, and `monitor_never_returning` (at thread exit) counts `exit` and `exit_group`, which
+//! never reach it. It owns the target maps and the counters.
 use std::collections::BTreeMap;
 
 use aya::{
@@ -13,8 +15,8 @@ use aya::{
 use chaos_common::{
     COUNTED_SLOTS, COUNTED_SYSCALLS, ErrorKey, MAP_GENERATION, MAP_SYSCALL_COUNTS,
     MAP_SYSCALL_ERRORS, MAP_SYSCALL_STATS, MAP_TARGET_FILTER, MAP_TARGETS, PROG_CGROUP_ATTACH,
-    PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, PROG_TASK_FORK, SlotCounts, StatsKey,
-    SyscallStats, TARGET_FILTER_IDS, TargetFilter,
+    PROG_NEVER_RETURNING, PROG_SYS_ENTER, PROG_SYS_ENTER_INJECT, PROG_SYS_EXIT, PROG_TASK_FORK,
+    SlotCounts, StatsKey, SyscallStats, TARGET_FILTER_IDS, TargetFilter,
 };
 use thiserror::Error;
 
@@ -67,10 +69,21 @@ pub struct Monitor {
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     /// Whether `start` attaches the syscall tracepoints (off: HTTP and resources only).
     count_syscalls: bool,
-    /// The entry program loaded: the injecting one, or the plain one.
-    entry: &'static str,
+    /// The entry program loaded: the injecting one, or the plain one; None with `--no-latency`.
+    entry: Option<&'static str>,
     /// Whether the injecting entry program loaded (the in-kernel engines need it), and why not.
     in_kernel_injection: Result<(), String>,
+}
+
+/// What the monitor attaches.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorMode {
+    /// Off: HTTP and resources only (the programs stay loaded for the target maps).
+    pub count_syscalls: bool,
+    /// The session may inject: the injecting entry program where the kernel takes it.
+    pub inject: bool,
+    /// No entry program: counts at `sys_exit` alone, no latency (not with `inject`).
+    pub count_at_exit: bool,
 }
 
 /// Counters summed over CPUs.
@@ -87,16 +100,19 @@ impl Monitor {
     /// (HTTP counting still needs the target maps). With `inject`, the entry program is the
     /// injecting one where the kernel takes it, else the plain one: the monitor (and the ptrace
     /// engine) still work, and [`Monitor::in_kernel_injection`] says why the other engines do not.
-    pub fn take(ebpf: &mut Ebpf, count_syscalls: bool, inject: bool) -> Result<Self, MonitorError> {
-        let in_kernel_injection = match inject {
+    pub fn take(ebpf: &mut Ebpf, mode: MonitorMode) -> Result<Self, MonitorError> {
+        let in_kernel_injection = match mode.inject {
             true => load(ebpf, PROG_SYS_ENTER_INJECT).map_err(|e| in_kernel_refused(&e)),
             false => Err("not loaded for injection".to_owned()),
         };
-        let entry = match in_kernel_injection {
-            Ok(()) => PROG_SYS_ENTER_INJECT,
-            Err(_) => {
+        let entry = match (&in_kernel_injection, mode.count_at_exit) {
+            (Ok(()), _) => Some(PROG_SYS_ENTER_INJECT),
+            // Before 5.15 (no `bpf_task_pt_regs`) the entry program still counts `exit` and
+            // `exit_group`; the exit program counts the rest, from the registers, untimed.
+            (Err(_), true) if load(ebpf, PROG_NEVER_RETURNING).is_ok() => None,
+            (Err(_), _) => {
                 load(ebpf, PROG_SYS_ENTER)?;
-                PROG_SYS_ENTER
+                Some(PROG_SYS_ENTER)
             }
         };
         load(ebpf, PROG_SYS_EXIT)?;
@@ -111,7 +127,7 @@ impl Monitor {
             counts: ebpf::take_map(ebpf, MAP_SYSCALL_COUNTS)?,
             slots: 0,
             errors: ebpf::take_map(ebpf, MAP_SYSCALL_ERRORS)?,
-            count_syscalls,
+            count_syscalls: mode.count_syscalls,
             entry,
             in_kernel_injection,
         })
@@ -128,10 +144,14 @@ impl Monitor {
             return Ok(());
         }
         // The generation hooks first: the syscall programs' remembered slots rely on them.
+        let entry = match self.entry {
+            Some(entry) => (entry, "raw_syscalls:sys_enter"),
+            None => (PROG_NEVER_RETURNING, "sched:sched_process_exit"),
+        };
         for (name, tracepoint) in [
             (PROG_TASK_FORK, "sched:sched_process_fork"),
             (PROG_CGROUP_ATTACH, "cgroup:cgroup_attach_task"),
-            (self.entry, "raw_syscalls:sys_enter"),
+            entry,
             (PROG_SYS_EXIT, "raw_syscalls:sys_exit"),
         ] {
             let (_, event) = tracepoint.split_once(':').unwrap_or(("", tracepoint));

@@ -49,6 +49,22 @@ fn no_syscalls_with_an_injection() {
 }
 
 #[test]
+fn no_latency_with_an_injection() {
+    let target = Container::start("nolatencyinject", &[]);
+    refused(
+        &[
+            "--container",
+            &target.name,
+            "--no-latency",
+            "--inject",
+            "openat=EACCES",
+        ],
+        "--no-latency leaves out the syscall entry program, where rules are decided and calls traced",
+        |_| {},
+    );
+}
+
+#[test]
 fn container_not_running() {
     let stopped = Container::create_stopped("stopped");
     refused(

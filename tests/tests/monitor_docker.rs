@@ -170,6 +170,45 @@ fn sampled_latency_keeps_counts_exact_and_times_every_syscall() {
     }
 }
 
+/// `--no-latency`: no entry program. Every call is counted at exit, exactly, and `exit` and
+/// `exit_group`, which never reach it, when their thread exits; no latency histogram is kept.
+#[test]
+fn no_latency_counts_every_call_exactly_at_exit_alone() {
+    let web = Container::start(
+        "nolatency",
+        &[
+            "--getppid",
+            "1000",
+            "--open-missing",
+            "7",
+            "--thread-getppid",
+            "100",
+            "--threads",
+            "4",
+            "--fork-getppid",
+            "50",
+            "--forks",
+            "3",
+        ],
+    );
+    let attach = Attach::start(&["--container", &web.name, "--no-latency"]);
+    web.trigger_round(1);
+    let scrape = attach.metrics();
+    assert_eq!(
+        calls(&scrape, &web.name, "getppid"),
+        Some(1000.0 + 4.0 * 100.0 + 3.0 * 50.0)
+    );
+    assert_eq!(enoent(&scrape, &web.name, "openat"), Some(7.0));
+    // The round's threads end with `exit`, its forked children with `exit_group`.
+    assert_eq!(calls(&scrape, &web.name, "exit"), Some(4.0));
+    assert_eq!(calls(&scrape, &web.name, "exit_group"), Some(3.0));
+    let timed = scrape.value(
+        "syschaos_syscall_duration_seconds_count",
+        &[("target", &web.name), ("syscall", "getppid")],
+    );
+    assert!(matches!(timed, None | Some(0.0)), "timed calls: {timed:?}");
+}
+
 #[test]
 fn attach_by_pid_and_by_cgroup_path() {
     let by_pid = Container::start("bypid", &["--getppid", "123", "--open-missing", "4"]);

@@ -91,7 +91,8 @@ struct Kernel {
 
 /// What every kernel runs: the monitor, trace, HTTP counting, doctor, the engines that work
 /// everywhere (ptrace), and the refusal of those that do not work there.
-const COMMON_TESTS: &str = "monitor,trace,http,doctor,inject-ptrace,engines-refused";
+const COMMON_TESTS: &str =
+    "monitor,monitor-no-latency,trace,http,doctor,inject-ptrace,engines-refused";
 
 const KERNELS: [Kernel; 5] = [
     Kernel {

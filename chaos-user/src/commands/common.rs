@@ -115,6 +115,11 @@ pub struct OutputArgs {
     /// per untimed call.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub latency_sample: u32,
+    /// No latency histograms: counts and failures only, from one program at syscall exit (no
+    /// entry program): the cheapest syscall monitor, for a busy server. Not with rules or trace,
+    /// which work at syscall entry.
+    #[arg(long, conflicts_with = "latency_sample")]
+    pub no_latency: bool,
     /// Do not count HTTP responses: spares the targets' TCP segments a look at their first bytes.
     #[arg(long)]
     pub no_http: bool,
@@ -161,6 +166,11 @@ pub async fn run_with(
             "--no-syscalls leaves out the syscall programs that injecting and tracing work through"
         );
     }
+    if output.no_latency && (!rules.is_empty() || trace.is_some()) {
+        bail!(
+            "--no-latency leaves out the syscall entry program, where rules are decided and calls traced"
+        );
+    }
     let inject = !rules.is_empty();
     let prepared = open::prepare(targets.request(LoadOptions {
         inject,
@@ -169,6 +179,7 @@ pub async fn run_with(
         http: trace.is_none() && !output.no_http,
         trace: trace.as_ref().map(|selection| selection.options),
         latency_sample: output.latency_sample,
+        no_latency: output.no_latency,
     })?)
     .await?;
     let listener = match output.no_metrics {

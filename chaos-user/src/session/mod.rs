@@ -26,7 +26,7 @@ use crate::{
     ebpf::{self, LoadError},
     http::{HttpCounting, HttpError},
     inject::{InjectError, engine::Capabilities, injector::InstalledRule},
-    monitor::{Monitor, MonitorError},
+    monitor::{Monitor, MonitorError, MonitorMode},
     snapshot::Snapshot,
     target::Target,
     trace::TraceMaps,
@@ -60,6 +60,9 @@ pub struct LoadOptions {
     pub trace: Option<TraceOptions>,
     /// Time one call in N (0 and 1: every call).
     pub latency_sample: u32,
+    /// No latency: the monitor attaches no entry program and counts each call at `sys_exit`
+    /// (`--no-latency`). Only for sessions that neither inject nor trace (they need the entry).
+    pub no_latency: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,8 +92,16 @@ impl Session {
             trace_sample: trace.sample,
             latency_sample: options.latency_sample,
             injecting: options.inject,
+            count_at_exit: options.no_latency,
         })?;
-        let monitor = Monitor::take(&mut ebpf, options.syscalls, options.inject)?;
+        let monitor = Monitor::take(
+            &mut ebpf,
+            MonitorMode {
+                count_syscalls: options.syscalls,
+                inject: options.inject,
+                count_at_exit: options.no_latency,
+            },
+        )?;
         let http = match options.http {
             true => Some(HttpCounting::load(&mut ebpf)?),
             false => None,

@@ -32,6 +32,8 @@ enum Config {
     ChaosOther,
     ChaosTarget,
     ChaosSampled,
+    /// `--no-latency`: counts at `sys_exit` alone.
+    ChaosExitOnly,
     BpftraceCount,
     BpftraceFull,
 }
@@ -49,13 +51,14 @@ const _: () = {
 const LATENCY_SAMPLE: &str = "16";
 
 impl Config {
-    const ALL: [Config; 8] = [
+    const ALL: [Config; 9] = [
         Config::Bare,
         Config::Floor,
         Config::FloorExit,
         Config::ChaosOther,
         Config::ChaosTarget,
         Config::ChaosSampled,
+        Config::ChaosExitOnly,
         Config::BpftraceCount,
         Config::BpftraceFull,
     ];
@@ -68,6 +71,7 @@ impl Config {
             Config::ChaosOther => "chaos-user attached to another cgroup",
             Config::ChaosTarget => "chaos-user attached to dd's cgroup",
             Config::ChaosSampled => "  the same, --latency-sample 16",
+            Config::ChaosExitOnly => "  the same, --no-latency",
             Config::BpftraceCount => "bpftrace count",
             Config::BpftraceFull => "bpftrace count+errno+latency",
         }
@@ -132,6 +136,9 @@ impl Bench {
                 &self.target,
                 &["--quiet", "--latency-sample", LATENCY_SAMPLE],
             )?),
+            Config::ChaosExitOnly => {
+                Some(self.chaos_user(&self.target, &["--quiet", "--no-latency"])?)
+            }
             Config::BpftraceCount => Some(bpftrace(&bpftrace_count(self.target_id))?),
             Config::BpftraceFull => Some(bpftrace(&bpftrace_full(self.target_id))?),
         };

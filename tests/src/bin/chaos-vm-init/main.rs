@@ -40,6 +40,7 @@ type Test = fn() -> Result<(), String>;
 
 const TESTS: &[(&str, Test)] = &[
     ("monitor", monitor::monitor),
+    ("monitor-no-latency", monitor::monitor_no_latency),
     ("trace", observe::trace),
     ("http", observe::http),
     ("doctor", inject::engines::doctor),

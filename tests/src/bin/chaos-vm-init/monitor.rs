@@ -1,4 +1,6 @@
-//! monitor: counting a cgroup's system calls on a pure cgroup v2 host.
+//! monitor: counting a cgroup's system calls on a pure cgroup v2 host; monitor-no-latency: the
+//! same counted at syscall exit alone (`--no-latency`; before 5.15 the entry program stays for
+//! `exit` and `exit_group`).
 use std::{io, path::Path, thread, time::Duration};
 
 use crate::{
@@ -7,6 +9,14 @@ use crate::{
 };
 
 pub fn monitor() -> Result<(), String> {
+    monitor_with(&[])
+}
+
+pub fn monitor_no_latency() -> Result<(), String> {
+    monitor_with(&["--no-latency"])
+}
+
+fn monitor_with(extra: &[&str]) -> Result<(), String> {
     let cgroup = Path::new("/sys/fs/cgroup/t1");
     match std::fs::create_dir(cgroup) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -14,7 +24,7 @@ pub fn monitor() -> Result<(), String> {
         }
         _ => {}
     }
-    let mut chaos_user = ChaosUser::on_cgroup("attach", "/sys/fs/cgroup/t1", "8s", &[])?;
+    let mut chaos_user = ChaosUser::on_cgroup("attach", "/sys/fs/cgroup/t1", "8s", extra)?;
     // TCG is slow and the verifier runs in it.
     chaos_user.wait_attached(Duration::from_secs(60))?;
     // The baseline of the first JSON interval is read just after "attached" is printed: calls
@@ -38,7 +48,7 @@ pub fn monitor() -> Result<(), String> {
 }
 
 /// Checks the JSON snapshots: exact getppid count (the workload outside the cgroup is not
-/// counted), and the 50 failed openat calls with ENOENT.
+/// counted), the 50 failed openat calls with ENOENT, and the workload's one `exit_group`.
 fn check_monitor_output(output: &ChaosUserOutput, label: &str) -> Result<(), String> {
     let reports = output.json_lines("chaos-user")?;
     let Some(last) = reports.last() else {
@@ -55,6 +65,12 @@ fn check_monitor_output(output: &ChaosUserOutput, label: &str) -> Result<(), Str
             "getppid calls_total is {getppid}, expected 1000 (1500 would mean the workload \
              outside the cgroup was counted); last snapshot: {}",
             output.stdout.last().map_or("", String::as_str)
+        ));
+    }
+    let exit_group = calls_total("exit_group").unwrap_or(0);
+    if exit_group != 1 {
+        return Err(format!(
+            "exit_group calls_total is {exit_group}, expected 1 (the workload's)"
         ));
     }
     let openat = calls_total("openat").unwrap_or(0);
