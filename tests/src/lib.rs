@@ -7,6 +7,7 @@ pub mod attach;
 pub mod docker;
 pub mod doctor;
 pub mod metrics;
+pub mod scenario;
 
 use std::{
     path::PathBuf,

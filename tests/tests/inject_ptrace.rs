@@ -13,100 +13,22 @@ use std::{
 };
 
 use helpers::{
-    MS, Strace, assert_ptrace_rules, assert_running_untraced, states, threads_of, timing,
+    MS, Strace, assert_ptrace_rules, assert_running_untraced, getppid_eperm_by_ptrace, states,
+    threads_of, timing,
 };
 use tests::{
     CallOutcome,
     attach::{Attach, run_chaos_user},
     docker::{Container, docker},
     doctor::Doctor,
-    wait_for,
+    scenario, wait_for,
 };
 
 #[test]
 fn errnos_on_five_syscalls_exactly_in_the_target_only() {
-    let calls = [
-        "--getppid",
-        "10",
-        "--open-missing",
-        "10",
-        "--read",
-        "10",
-        "--write",
-        "10",
-        "--fsync",
-        "10",
-    ];
-    let web = Container::start("ptr-web", &calls);
-    let neighbour = Container::start("ptr-neighbour", &calls);
-    // Named: `auto` would take kprobe or LSM for these where the host offers them.
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--rule",
-        "openat=EACCES,path-prefix=/syschaos-missing,engine=ptrace",
-        "--rule",
-        "read=EIO,count=4,engine=ptrace",
-        "--rule",
-        "write=ENOSPC,nth=3,engine=ptrace",
-        "--rule",
-        "fsync=EIO,count=10,engine=ptrace",
-        "--rule",
-        "getppid=EPERM,count=6,engine=ptrace",
-    ]);
-    assert_ptrace_rules(&attach, 5);
-
-    let report = web.trigger_round(1);
-    let all = |n: u64| (1..=n).collect::<Vec<_>>();
-    assert_eq!(
-        report.outcome("open-missing"),
-        CallOutcome::failing(libc::EACCES, all(10), 10)
-    );
-    assert_eq!(
-        report.outcome("read"),
-        CallOutcome::failing(libc::EIO, all(4), 10)
-    );
-    assert_eq!(
-        report.outcome("write"),
-        CallOutcome::failing(libc::ENOSPC, vec![3], 10)
-    );
-    assert_eq!(
-        report.outcome("fsync"),
-        CallOutcome::failing(libc::EIO, all(10), 10)
-    );
-    assert_eq!(
-        report.outcome("getppid"),
-        CallOutcome::failing(libc::EPERM, all(6), 10)
-    );
-
-    let untouched = neighbour.trigger_round(1);
-    assert_eq!(
-        untouched.outcome("open-missing"),
-        CallOutcome::failing(libc::ENOENT, all(10), 10)
-    );
-    for kind in ["read", "write", "fsync", "getppid"] {
-        assert_eq!(untouched.outcome(kind), CallOutcome::clean(10), "{kind}");
-    }
-
-    let metric = |syscall, errno| attach.injections(&web.name, syscall, errno, "ptrace");
-    // The monitor sees each skipped call under its syscall and the errno the workload got.
-    let seen = |syscall, errno| attach.syscall_errors(&web.name, syscall, errno);
-    for (syscall, errno, count) in [
-        ("openat", "EACCES", 10.0),
-        ("read", "EIO", 4.0),
-        ("write", "ENOSPC", 1.0),
-        ("fsync", "EIO", 10.0),
-        ("getppid", "EPERM", 6.0),
-    ] {
-        assert_eq!(metric(syscall, errno), Some(count), "{syscall} {errno}");
-        assert_eq!(
-            seen(syscall, errno),
-            Some(count),
-            "monitor: {syscall} {errno}"
-        );
-    }
-
+    let (web, attach) = scenario::five_errnos("ptrace", "ptr");
     // Budgets spent: only the unlimited openat rule still injects.
+    let all = |n: u64| (1..=n).collect::<Vec<_>>();
     let report = web.trigger_round(2);
     assert_eq!(
         report.outcome("open-missing"),
@@ -210,16 +132,7 @@ fn a_delay_with_half_probability_stays_within_statistical_bounds() {
 #[test]
 fn threads_created_while_attached_are_injected() {
     let web = Container::start("ptr-threads", &["--thread-getppid", "50", "--threads", "4"]);
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--engine",
-        "ptrace",
-    ]);
+    let attach = getppid_eperm_by_ptrace(&web);
     let outcome = web.trigger_round(1).outcome("thread-getppid");
     assert_eq!(outcome.calls, 200);
     assert_eq!(outcome.errnos, BTreeMap::from([(libc::EPERM, 200)]));
@@ -249,16 +162,7 @@ fn forked_children_are_injected_too() {
         "ptr-forks",
         &["--getppid", "5", "--fork-getppid", "20", "--forks", "3"],
     );
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--engine",
-        "ptrace",
-    ]);
+    let attach = getppid_eperm_by_ptrace(&web);
     let report = web.trigger_round(1);
     assert_eq!(
         report.outcome("getppid"),
@@ -276,16 +180,7 @@ fn forked_children_are_injected_too() {
 #[test]
 fn a_process_entering_by_docker_exec_is_injected() {
     let web = Container::start("ptr-exec", &[]);
-    let _attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--engine",
-        "ptrace",
-    ]);
+    let _attach = getppid_eperm_by_ptrace(&web);
     // It waits 1.5 s before its calls: the tracer finds it in cgroup.procs well before.
     let output = docker(&[
         "exec",
@@ -531,16 +426,7 @@ fn doctor_tries_ptrace_for_real() {
 #[test]
 fn job_control_stops_work_while_traced_and_survive_the_detach() {
     let web = Container::start("ptr-stop", &["--getppid", "4"]);
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--engine",
-        "ptrace",
-    ]);
+    let attach = getppid_eperm_by_ptrace(&web);
     // SIGSTOP: a group-stop, reported to the tracer, which keeps it (PTRACE_LISTEN).
     docker(&["kill", "-s", "STOP", &web.name]);
     wait_for("the group-stop", Duration::from_secs(10), || {
@@ -584,16 +470,7 @@ fn job_control_stops_work_while_traced_and_survive_the_detach() {
 #[test]
 fn a_restarted_container_is_traced_again() {
     let web = Container::start("ptr-restart", &["--getppid", "4"]);
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--engine",
-        "ptrace",
-    ]);
+    let attach = getppid_eperm_by_ptrace(&web);
     assert_eq!(web.trigger_round(1).outcome("getppid").failed, 4);
     web.restart();
     // The tracer seizes the new container's threads once it follows the new cgroup.

@@ -16,20 +16,12 @@ use tests::{
     attach::{Attach, assert_refused},
     docker::{Container, docker},
     doctor::Doctor,
-    newest_program_id, wait_for,
+    newest_program_id, scenario, wait_for,
 };
 
 fn assert_stop_rules(attach: &Attach, rules: usize) {
     let stderr = attach.stderr();
     assert_eq!(stderr.matches("via stop").count(), rules, "{stderr}");
-}
-
-/// The monitor's count of (syscall, errno) failures in the target.
-fn errors(attach: &Attach, target: &str, syscall: &str, errno: &str) -> Option<f64> {
-    let labels = [("target", target), ("syscall", syscall), ("errno", errno)];
-    attach
-        .metrics()
-        .value("syschaos_syscall_errors_total", &labels)
 }
 
 /// A latency field (`min_ns`, `max_ns`...) of a timed kind in a report.
@@ -41,81 +33,7 @@ fn latency(report: &WorkloadReport, kind: &str, field: &str) -> u64 {
 
 #[test]
 fn errnos_exactly_and_the_monitor_counts_each_one() {
-    let calls = [
-        "--getppid",
-        "10",
-        "--open-missing",
-        "10",
-        "--read",
-        "10",
-        "--write",
-        "10",
-        "--fsync",
-        "10",
-    ];
-    let web = Container::start("stop-web", &calls);
-    let neighbour = Container::start("stop-neighbour", &calls);
-    let attach = Attach::inject(&[
-        "--container",
-        &web.name,
-        "--rule",
-        "openat=EACCES,path-prefix=/syschaos-missing,engine=stop",
-        "--rule",
-        "read=EIO,count=4,engine=stop",
-        "--rule",
-        "write=ENOSPC,nth=3,engine=stop",
-        "--rule",
-        "fsync=EIO,engine=stop",
-        "--rule",
-        "getppid=EPERM,count=6,engine=stop",
-    ]);
-    assert_stop_rules(&attach, 5);
-    let report = web.trigger_round(1);
-    let all = |n: u64| (1..=n).collect::<Vec<_>>();
-    let expected = [
-        (
-            "open-missing",
-            CallOutcome::failing(libc::EACCES, all(10), 10),
-        ),
-        ("read", CallOutcome::failing(libc::EIO, all(4), 10)),
-        ("write", CallOutcome::failing(libc::ENOSPC, vec![3], 10)),
-        ("fsync", CallOutcome::failing(libc::EIO, all(10), 10)),
-        ("getppid", CallOutcome::failing(libc::EPERM, all(6), 10)),
-    ];
-    for (kind, outcome) in &expected {
-        assert_eq!(&report.outcome(kind), outcome, "{kind}");
-    }
-    // The neighbour's calls are its own: the missing file is missing (ENOENT), the rest succeed.
-    let neighbour_report = neighbour.trigger_round(1);
-    assert_eq!(
-        neighbour_report.outcome("open-missing"),
-        CallOutcome::failing(libc::ENOENT, all(10), 10)
-    );
-    for kind in ["read", "write", "fsync", "getppid"] {
-        assert_eq!(
-            neighbour_report.outcome(kind),
-            CallOutcome::clean(10),
-            "{kind}"
-        );
-    }
-    // Every injected fault is counted by the monitor under its syscall and errno.
-    for (syscall, errno, count) in [
-        ("read", "EIO", 4.0),
-        ("write", "ENOSPC", 1.0),
-        ("fsync", "EIO", 10.0),
-        ("getppid", "EPERM", 6.0),
-        ("openat", "EACCES", 10.0),
-    ] {
-        let injected = wait_for("the injection counts", Duration::from_secs(5), || {
-            attach.injections(&web.name, syscall, errno, "stop")
-        });
-        assert_eq!(injected, count, "{syscall} injections");
-        assert_eq!(
-            errors(&attach, &web.name, syscall, errno),
-            Some(injected),
-            "{syscall} {errno}: errors_total vs injections_total"
-        );
-    }
+    let (web, attach) = scenario::five_errnos("stop", "stop");
     // Nothing stops in chaos-user but the perturbed calls: the threads are traced, running.
     assert!(threads_of(&web).iter().all(|&(_, _, tracer)| tracer != 0));
     drop(attach);
@@ -173,8 +91,11 @@ fn a_delay_holds_the_call_after_it_ran_and_a_blocking_call_before_it_is_reissued
         Some(5.0)
     );
     // The interrupted exit is none the application saw: no error, and one call per read.
-    assert_eq!(errors(&attach, &web.name, "read", "EINTR"), None);
-    assert_eq!(errors(&attach, &web.name, "read", "ERESTARTSYS"), None);
+    assert_eq!(attach.syscall_errors(&web.name, "read", "EINTR"), None);
+    assert_eq!(
+        attach.syscall_errors(&web.name, "read", "ERESTARTSYS"),
+        None
+    );
     drop(attach);
     assert_running_untraced(&web);
 }
@@ -196,7 +117,10 @@ fn an_errno_on_a_blocking_call_is_returned_instead_of_it() {
     // Held 30 ms, then failed: it did not wait for the byte (written 20 ms in) and read it.
     let min = latency(&report, "pipe-read", "min_ns");
     assert!(min >= 30 * MS, "{min} ns");
-    assert_eq!(errors(&attach, &web.name, "read", "EAGAIN"), Some(3.0));
+    assert_eq!(
+        attach.syscall_errors(&web.name, "read", "EAGAIN"),
+        Some(3.0)
+    );
     assert_eq!(
         attach.injections(&web.name, "read", "EAGAIN", "stop"),
         Some(3.0)

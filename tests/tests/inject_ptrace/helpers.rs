@@ -19,6 +19,20 @@ fn report_field(container: &Container, round: u64, kind: &str, field: &str) -> u
         .unwrap_or_else(|| panic!("no {kind}.{field} in {line}"))
 }
 
+/// chaos-user failing every `getppid` of `web` with EPERM on the ptrace engine.
+pub fn getppid_eperm_by_ptrace(web: &Container) -> Attach {
+    Attach::inject(&[
+        "--container",
+        &web.name,
+        "--syscall",
+        "getppid",
+        "--errno",
+        "EPERM",
+        "--engine",
+        "ptrace",
+    ])
+}
+
 /// The latency stats of `time-getppid` in a round: (min, p50, max, slow) in ns / calls.
 pub fn timing(container: &Container, round: u64) -> (u64, u64, u64, u64) {
     let field = |name| report_field(container, round, "time-getppid", name);
