@@ -98,9 +98,14 @@ mod regs {
     use nix::{errno::Errno, sys::ptrace, unistd::Pid};
 
     /// `AUDIT_ARCH_X86_64`: 64-bit tracees; 32-bit ones have another syscall table.
-    pub const AUDIT_ARCH: u32 = 0xc000_003e;
+    const AUDIT_ARCH: u32 = 0xc000_003e;
     /// x32 syscalls have this bit set in their number.
-    pub const FOREIGN_SYSCALL_BIT: u64 = 0x4000_0000;
+    const FOREIGN_SYSCALL_BIT: u64 = 0x4000_0000;
+
+    /// Whether a call (`struct ptrace_syscall_info`'s arch and nr) is of the native table.
+    pub fn native(arch: u32, nr: u64) -> bool {
+        arch == AUDIT_ARCH && nr & FOREIGN_SYSCALL_BIT == 0
+    }
 
     /// Makes the call at this syscall-entry stop invalid (`orig_rax` = -1).
     pub fn skip_call(pid: Pid) -> Result<(), Errno> {
@@ -134,9 +139,12 @@ mod regs {
 mod regs {
     use nix::{errno::Errno, unistd::Pid};
 
-    /// `AUDIT_ARCH_AARCH64`.
-    pub const AUDIT_ARCH: u32 = 0xc000_00b7;
-    pub const FOREIGN_SYSCALL_BIT: u64 = 0;
+    /// `AUDIT_ARCH_AARCH64`: 32-bit (compat) tracees have another table.
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+    pub fn native(arch: u32, _nr: u64) -> bool {
+        arch == AUDIT_ARCH
+    }
 
     pub fn skip_call(_: Pid) -> Result<(), Errno> {
         Err(Errno::ENOSYS)
@@ -213,11 +221,7 @@ pub fn syscall_info(tid: i32, info: &mut SyscallInfo) -> Result<Stop, Errno> {
         ptr::from_mut(info) as usize,
     )?;
     Ok(match info.op {
-        SYSCALL_INFO_ENTRY
-            if info.arch == regs::AUDIT_ARCH && info.nr & regs::FOREIGN_SYSCALL_BIT == 0 =>
-        {
-            Stop::Entry
-        }
+        SYSCALL_INFO_ENTRY if regs::native(info.arch, info.nr) => Stop::Entry,
         SYSCALL_INFO_EXIT => Stop::Exit,
         _ => Stop::Other,
     })
