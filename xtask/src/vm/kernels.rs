@@ -5,6 +5,8 @@
 //!   bookworm (6.1) and bullseye (5.10), the one `linux-image-amd64` of that release depends on
 //!   today, its `boot/vmlinuz-*` unchanged: the kernel of the `-unsigned` package (which
 //!   `../shared/kernels` holds for trixie), with Debian's Secure Boot signature that QEMU ignores.
+//! - bookworm-arm64: bookworm's `linux-image-*-arm64` the same way (`linux-image-arm64`); its
+//!   `vmlinuz` is a plain arm64 Image, which qemu-system-aarch64 boots as it is.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
 //!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
 //!
