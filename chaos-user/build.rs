@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     target_bpf_cpu_v3();
+    same_object_for_every_architecture();
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }
 
@@ -39,6 +40,17 @@ fn target_bpf_cpu_v3() {
         // Not for the host-side build scripts and proc macros of that build.
         std::env::set_var("CARGO_PROFILE_RELEASE_BUILD_OVERRIDE_RUSTFLAGS", "");
     }
+}
+
+/// The eBPF object is the same whatever chaos-user is built for: what differs between
+/// architectures (where `struct pt_regs` keeps the arguments) is a global the loader sets
+/// (`chaos_common::RegsLayout`). aya-build would build it with `--cfg bpf_target_arch` of our
+/// target, which only selects aya-ebpf's per-architecture bindings; our programs read no
+/// `pt_regs` field through them, and aya-ebpf 0.2's aarch64 kprobe context does not even
+/// compile. So the object is built as for x86_64, everywhere.
+fn same_object_for_every_architecture() {
+    // SAFETY: the build script is single-threaded at this point. Read by aya-build only.
+    unsafe { std::env::set_var("CARGO_CFG_TARGET_ARCH", "x86_64") };
 }
 
 /// One clear message per missing tool, instead of a wall of cargo errors from the inner build.

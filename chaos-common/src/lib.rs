@@ -4,6 +4,9 @@
 //! `#[repr(C)]`, `Copy`, padded explicitly and size-checked at compile time.
 #![no_std]
 
+pub mod regs;
+pub use regs::RegsLayout;
+
 /// cgroup v2 id (inode number) -> target slot. Decides in the kernel whether a call is counted.
 pub const MAP_TARGETS: &str = "TARGETS";
 /// Single-entry array: [`TargetFilter`], the cheap first check of every call.

@@ -6,10 +6,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::pt_regs,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
+        bpf_probe_read_user_str_bytes,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -140,8 +139,7 @@ fn fetch_add(value: &mut u64) -> u64 {
 /// Whether the call's path argument starts with the rule's prefix.
 #[inline(always)]
 fn path_matches(ctx: &RawTracePointContext, rule: &InjectRule) -> bool {
-    let regs: *const pt_regs = ctx.arg(0);
-    let Some(address) = syscall_arg(regs, rule.path_arg) else {
+    let Some(address) = crate::regs::syscall_arg(ctx.arg(0), rule.path_arg) else {
         return false;
     };
     let mut path = [0u8; PATH_PREFIX_MAX];
@@ -159,20 +157,4 @@ fn path_matches(ctx: &RawTracePointContext, rule: &InjectRule) -> bool {
         differ |= (path[i] ^ rule.path_prefix[i]) & care.wrapping_neg();
     }
     differ == 0
-}
-
-/// The `n`th syscall argument from the user registers saved at entry (x86_64 calling convention).
-#[inline(always)]
-fn syscall_arg(regs: *const pt_regs, n: u32) -> Option<u64> {
-    let regs = unsafe { &*regs };
-    let field = match n {
-        0 => &regs.rdi,
-        1 => &regs.rsi,
-        2 => &regs.rdx,
-        3 => &regs.r10,
-        4 => &regs.r8,
-        5 => &regs.r9,
-        _ => return None,
-    };
-    unsafe { bpf_probe_read_kernel(field as *const u64) }.ok()
 }

@@ -15,6 +15,7 @@ mod inject_signal;
 mod inject_stop;
 mod monitor;
 mod monitor_slot;
+mod regs;
 mod trace;
 
 #[cfg(not(test))]

@@ -18,12 +18,11 @@
 //!   hooks and trace events read it), counted the same way.
 
 pub(crate) use crate::monitor_slot::target_slot;
-use crate::{inject, monitor_slot::current_slot, trace};
+use crate::{inject, monitor_slot::current_slot, regs, trace};
 use aya_ebpf::{
-    bindings::pt_regs,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
-        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_task_pt_regs,
     },
     macros::{map, raw_tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -219,7 +218,7 @@ fn inflight_enter(
     call.injected = 0;
     call.fault_errno = 0;
     if trace::enabled() {
-        call.args = syscall_args(ctx);
+        call.args = regs::syscall_args(ctx.arg(0));
     }
     if inject {
         inject::decide(ctx, call);
@@ -258,7 +257,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
     }
     if unsafe { core::ptr::read_volatile(&COUNT_AT_EXIT) } != 0 {
         // No entry program: the one dispatch per call a monitor cannot do without.
-        if let Some(syscall) = entered_syscall(&ctx) {
+        if let Some(syscall) = regs::syscall_nr(ctx.arg(0)) {
             record(slot, syscall, ctx.arg(1), UNTIMED_ELAPSED);
         }
         return 0;
@@ -284,7 +283,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         if injecting() && inflight_exit(&ctx) {
             return 0;
         }
-        match entered_syscall(&ctx) {
+        match regs::syscall_nr(ctx.arg(0)) {
             Some(syscall) => (syscall, UNTIMED_ELAPSED),
             None => return 0,
         }
@@ -390,30 +389,6 @@ fn count(slot: u32, syscall: u32, failed: bool) {
     });
 }
 
-/// The syscall number of the current call, from the registers saved at entry; None for a
-/// call the entry side passes over (-1: skipped by a tracer or seccomp).
-#[inline(always)]
-fn entered_syscall(ctx: &RawTracePointContext) -> Option<u32> {
-    let regs: *const pt_regs = ctx.arg(0);
-    let syscall = unsafe { bpf_probe_read_kernel(&(*regs).orig_rax as *const u64) }.ok()? as i64;
-    u32::try_from(syscall).ok()
-}
-
-/// The six syscall arguments from the user registers saved at entry (x86_64: rdi, rsi, rdx, r10,
-/// r8, r9), read in one go: r10..rdi are contiguous in `struct pt_regs`.
-#[inline(always)]
-fn syscall_args(ctx: &RawTracePointContext) -> [u64; 6] {
-    let regs: *const u8 = ctx.arg(0);
-    // r10, r9, r8, rax, rcx, rdx, rsi, rdi
-    let window: [u64; 8] = match unsafe { bpf_probe_read_kernel(regs.add(56) as *const [u64; 8]) } {
-        Ok(window) => window,
-        Err(_) => return [0; 6],
-    };
-    [
-        window[7], window[6], window[5], window[0], window[2], window[1],
-    ]
-}
-
 /// `exit` and `exit_group` of a target without an entry program (`COUNT_AT_EXIT`), counted
 /// when the thread exits: its saved registers still hold the number of the call that ended it
 /// (a thread killed by a signal shows another call's, or none). Runs once per thread, not per
@@ -423,11 +398,8 @@ pub fn monitor_never_returning(_ctx: RawTracePointContext) -> i32 {
     let Some(slot) = target_slot(unsafe { bpf_get_current_cgroup_id() }) else {
         return 0;
     };
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let Ok(syscall) = (unsafe { bpf_probe_read_kernel(&(*regs).orig_rax as *const u64) }) else {
-        return 0;
-    };
-    if let Ok(syscall) = u32::try_from(syscall as i64)
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if let Some(syscall) = regs::syscall_nr(regs)
         && is_never_returning(syscall)
     {
         count(slot, syscall, false);

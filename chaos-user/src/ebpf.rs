@@ -8,6 +8,7 @@ use aya::{
     maps::{Map, MapError},
     programs::{Program, ProgramError},
 };
+use chaos_common::RegsLayout;
 use thiserror::Error;
 
 use crate::privileges;
@@ -45,6 +46,12 @@ pub enum LoadError {
     },
 }
 
+/// Where this architecture's `struct pt_regs` keeps a call's number and arguments.
+const REGS_LAYOUT: RegsLayout = match RegsLayout::native() {
+    Some(layout) => layout,
+    None => panic!("syschaos runs on x86_64 and aarch64 only"),
+};
+
 /// The object's read-only globals: what to compile in or out of the hot paths at load time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Globals {
@@ -73,6 +80,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, LoadError> {
     let injecting = u8::from(globals.injecting);
     let count_at_exit = u8::from(globals.count_at_exit);
     EbpfLoader::new()
+        .override_global("REGS_LAYOUT", &REGS_LAYOUT, true)
         .override_global("SYS_EXIT_NR", &exit_nr, true)
         .override_global("SYS_EXIT_GROUP_NR", &exit_group_nr, true)
         .override_global("TRACE_ENABLED", &trace, true)
@@ -205,6 +213,25 @@ mod tests {
             .collect();
         let expected: BTreeSet<&str> = chaos_common::MAPS.iter().copied().collect();
         assert_eq!(maps, expected, "maps of the object vs chaos-common");
+    }
+
+    /// x86_64's `struct user_regs_struct` (ptrace) is laid out as the kernel's `struct pt_regs`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_64_layout_is_the_kernels() {
+        use std::mem::offset_of;
+
+        use libc::user_regs_struct as Regs;
+        let args = [
+            offset_of!(Regs, rdi),
+            offset_of!(Regs, rsi),
+            offset_of!(Regs, rdx),
+            offset_of!(Regs, r10),
+            offset_of!(Regs, r8),
+            offset_of!(Regs, r9),
+        ];
+        assert_eq!(REGS_LAYOUT.args, args.map(|offset| offset as u32));
+        assert_eq!(REGS_LAYOUT.syscall_nr as usize, offset_of!(Regs, orig_rax));
     }
 
     #[test]

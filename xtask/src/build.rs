@@ -6,7 +6,34 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-pub const MUSL: &str = "x86_64-unknown-linux-musl";
+/// The static target of the host's architecture (scratch images, demo, benches).
+pub const MUSL: &str = Arch::X86_64.musl();
+
+/// An architecture the static binaries and the VM kernels are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    /// Cross-built on any host: `.cargo/config.toml` links it with rust-lld.
+    Aarch64,
+}
+
+impl Arch {
+    /// Its static (musl) Rust target.
+    pub const fn musl(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// Its name in Debian (`linux-image-<it>`, `APT::Architecture`).
+    pub const fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+}
 
 pub fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root. A real parent, not "xtask/..": callers take
@@ -52,9 +79,9 @@ pub fn chaos_user() -> anyhow::Result<PathBuf> {
     Ok(release("chaos-user", None)?.join("chaos-user"))
 }
 
-/// Static (musl) binaries for scratch images and VMs: (chaos-user, chaos-workload).
-pub fn static_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let chaos_user = release("chaos-user", Some(MUSL))?.join("chaos-user");
-    let workload = release("tests", Some(MUSL))?.join("chaos-workload");
+/// Static (musl) binaries of `arch` for scratch images and VMs: (chaos-user, chaos-workload).
+pub fn static_binaries(arch: Arch) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let chaos_user = release("chaos-user", Some(arch.musl()))?.join("chaos-user");
+    let workload = release("tests", Some(arch.musl()))?.join("chaos-workload");
     Ok((chaos_user, workload))
 }

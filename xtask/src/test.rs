@@ -28,7 +28,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     let chaos_user = build::chaos_user()?;
-    let (_, workload) = build::static_binaries()?;
+    let (_, workload) = build::static_binaries(build::Arch::X86_64)?;
     dockerd::ensure_running()?;
     dockerd::build_scratch_image(WORKLOAD_IMAGE, &workload)?;
     crate::image::build_image(crate::image::TAG)?;

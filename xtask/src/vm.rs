@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use crate::build;
+use crate::build::{self, Arch};
 use initramfs::Cpio;
 
 #[derive(Debug, Args)]
@@ -66,6 +66,8 @@ enum KernelChoice {
     Bookworm,
     /// Debian bullseye's 5.10.
     Bullseye,
+    /// Debian bookworm's 6.1 for arm64 (qemu-system-aarch64, chaos-user cross-built).
+    BookwormArm64,
     All,
 }
 
@@ -77,6 +79,8 @@ struct Kernel {
     cached: &'static str,
     /// How it gets there.
     source: kernels::Source,
+    /// What it runs on, and what the initramfs is built for.
+    arch: Arch,
     /// The tests that make sense on this kernel: every engine that works there, and the
     /// refusal of every one that does not.
     tests: &'static str,
@@ -94,12 +98,13 @@ struct Kernel {
 const COMMON_TESTS: &str =
     "monitor,monitor-no-latency,trace,http,doctor,inject-ptrace,engines-refused";
 
-const KERNELS: [Kernel; 5] = [
+const KERNELS: [Kernel; 6] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
+        arch: Arch::X86_64,
         // No bpf_override_return: injection falls back to LSM, and what nothing covers is refused.
         tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
         // No error-injection list: fmod-ret covers the LSM table's syscalls.
@@ -112,6 +117,7 @@ const KERNELS: [Kernel; 5] = [
         file: "debian-6.12.117.vmlinuz",
         cached: "debian.vmlinuz",
         source: kernels::Source::DebianImage("trixie"),
+        arch: Arch::X86_64,
         // The same kernel without `bpf` among the active LSMs, as distributions boot theirs:
         // auto falls back to fmod-ret. Only what differs from the Debian kernel runs here.
         tests: "doctor,inject-fmod-ret-auto,engines-refused",
@@ -124,6 +130,7 @@ const KERNELS: [Kernel; 5] = [
         file: "override-6.12.117.bzImage",
         cached: "override.bzImage",
         source: kernels::Source::OverrideBuild,
+        arch: Arch::X86_64,
         tests: "inject-kprobe,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop",
         engines: "kprobe:ok,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
@@ -134,6 +141,7 @@ const KERNELS: [Kernel; 5] = [
         file: "debian-6.1.vmlinuz",
         cached: "bookworm.vmlinuz",
         source: kernels::Source::DebianImage("bookworm"),
+        arch: Arch::X86_64,
         tests: "inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-stop,inject-refused",
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
@@ -144,11 +152,25 @@ const KERNELS: [Kernel; 5] = [
         file: "debian-5.10.vmlinuz",
         cached: "bullseye.vmlinuz",
         source: kernels::Source::DebianImage("bullseye"),
+        arch: Arch::X86_64,
         // No BPF atomics: only the ptrace engine injects.
         tests: "",
         // fmod_ret itself works on 5.10, but takes its decisions from the injecting entry program.
         engines: "kprobe:5.12,fmod-ret:5.12,lsm:5.12,cgroup-sock:5.12,signal:5.12,ptrace:ok,stop:5.12",
         common_tests: true,
+        cmdline: "",
+    },
+    Kernel {
+        name: "bookworm-arm64",
+        file: "debian-6.1-arm64.vmlinuz",
+        cached: "bookworm-arm64.vmlinuz",
+        source: kernels::Source::DebianImage("bookworm"),
+        arch: Arch::Aarch64,
+        // No BPF trampolines on kernel functions (fentry, fmod_ret, LSM attach: ENOTSUPP), no
+        // bpf_override_return; the ptrace and stop engines are x86_64's only for now.
+        tests: "monitor,monitor-no-latency,trace,http,doctor,engines-refused,inject-cgroup-sock,inject-signal",
+        engines: "kprobe:bpf_override_return,fmod-ret:trampolines,lsm:trampolines,cgroup-sock:ok,signal:ok,ptrace:architecture,stop:architecture",
+        common_tests: false,
         cmdline: "",
     },
 ];
@@ -160,7 +182,12 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
         .collect();
     // The kernels first: fetching them (first run only) fails fast where builds take minutes.
     let paths = kernels::paths(&kernels)?;
-    let initrd = build_initramfs(&[])?;
+    let mut initrds: Vec<(Arch, PathBuf)> = Vec::new();
+    for kernel in &kernels {
+        if !initrds.iter().any(|(arch, _)| *arch == kernel.arch) {
+            initrds.push((kernel.arch, build_initramfs(kernel.arch, &[])?));
+        }
+    }
 
     let mut results = Vec::new();
     for (kernel, path) in kernels.into_iter().zip(paths) {
@@ -173,10 +200,12 @@ pub fn run(args: VmTestArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(","),
         };
+        let initrd = initrds.iter().find(|(arch, _)| *arch == kernel.arch);
         let boot = Boot {
             name: kernel.name,
+            arch: kernel.arch,
             kernel: path,
-            initrd: initrd.clone(),
+            initrd: initrd.map(|(_, path)| path.clone()).unwrap_or_default(),
             tests,
             timeout: args.timeout,
             params: kernel_params(kernel, args.rust_log.as_deref()),
@@ -221,18 +250,19 @@ fn kernel_name(choice: KernelChoice) -> &'static str {
         KernelChoice::Override => "override",
         KernelChoice::Bookworm => "bookworm",
         KernelChoice::Bullseye => "bullseye",
+        KernelChoice::BookwormArm64 => "bookworm-arm64",
         KernelChoice::All => "all",
     }
 }
 
-/// Builds the static binaries and writes target/vm/initramfs.cpio, with `extra` host files
-/// (and the shared libraries they load) at their own paths.
-fn build_initramfs(extra: &[&Path]) -> anyhow::Result<PathBuf> {
-    let (chaos_user, workload) = build::static_binaries()?;
-    let init = build::release("tests", Some(build::MUSL))?.join("chaos-vm-init");
+/// Builds the static binaries of `arch` and writes target/vm/<musl target>.cpio, with `extra`
+/// host files (and the shared libraries they load) at their own paths.
+fn build_initramfs(arch: Arch, extra: &[&Path]) -> anyhow::Result<PathBuf> {
+    let (chaos_user, workload) = build::static_binaries(arch)?;
+    let init = build::release("tests", Some(arch.musl()))?.join("chaos-vm-init");
     let dir = build::workspace_root().join("target").join("vm");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("initramfs.cpio");
+    let path = dir.join(format!("{}.cpio", arch.musl()));
     let mut host_files = Vec::new();
     for file in extra {
         host_files.push(file.to_path_buf());
@@ -315,8 +345,9 @@ pub fn run_bench(
     let path = kernels::paths(&[kernel])?.into_iter().next();
     let boot = Boot {
         name: kernel.name,
+        arch: kernel.arch,
         kernel: path.context("no path for the kernel")?,
-        initrd: build_initramfs(host_files)?,
+        initrd: build_initramfs(kernel.arch, host_files)?,
         tests: test.to_owned(),
         timeout,
         params: Vec::new(),
@@ -337,9 +368,40 @@ pub fn run_bench(
     Ok(lines)
 }
 
+/// How QEMU boots an architecture.
+struct QemuArch {
+    binary: &'static str,
+    /// The Debian package that has it.
+    package: &'static str,
+    machine: &'static [&'static str],
+    /// The serial console's device in the guest.
+    console: &'static str,
+}
+
+impl QemuArch {
+    fn of(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => Self {
+                binary: "qemu-system-x86_64",
+                package: "qemu-system-x86",
+                machine: &[],
+                console: "ttyS0",
+            },
+            // Debian's arm64 vmlinuz is a gzipped Image, which QEMU unpacks itself.
+            Arch::Aarch64 => Self {
+                binary: "qemu-system-aarch64",
+                package: "qemu-system-arm",
+                machine: &["-M", "virt"],
+                console: "ttyAMA0",
+            },
+        }
+    }
+}
+
 /// One kernel to boot and what to run in it.
 struct Boot {
     name: &'static str,
+    arch: Arch,
     kernel: PathBuf,
     initrd: PathBuf,
     tests: String,
@@ -401,8 +463,10 @@ impl Boot {
             .timeout
             .saturating_sub(Duration::from_secs(15))
             .max(Duration::from_secs(10));
+        let qemu_arch = QemuArch::of(self.arch);
         let mut append = format!(
-            "console=ttyS0 quiet panic=-1 syschaos.tests={} syschaos.watchdog={}",
+            "console={} quiet panic=-1 syschaos.tests={} syschaos.watchdog={}",
+            qemu_arch.console,
             self.tests,
             watchdog.as_secs()
         );
@@ -410,29 +474,29 @@ impl Boot {
             append.push(' ');
             append.push_str(param);
         }
-        let mut qemu = Command::new("qemu-system-x86_64");
+        let mut qemu = Command::new(qemu_arch.binary);
         // KVM does not work here: always TCG. No network device at all.
-        qemu.args([
-            "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2", "-nic", "none",
-        ])
-        .arg("-kernel")
-        .arg(&self.kernel)
-        .arg("-initrd")
-        .arg(&self.initrd)
-        .args(["-append", &append, "-nographic", "-no-reboot"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        qemu.args(qemu_arch.machine)
+            .args([
+                "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2", "-nic", "none",
+            ])
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args(["-append", &append, "-nographic", "-no-reboot"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         qemu
     }
 
     /// Boots the kernel, echoing the serial console, until QEMU exits or the timeout.
     fn watch(&self, started: Instant) -> anyhow::Result<Serial> {
         let mut command = self.qemu();
+        let package = QemuArch::of(self.arch).package;
         let mut qemu = command.spawn().with_context(|| {
-            format!(
-                "cannot start {command:?} (install it with `apt-get install -y qemu-system-x86`)"
-            )
+            format!("cannot start {command:?} (install it with `apt-get install -y {package}`)")
         })?;
         let lines = self.echo_output(&mut qemu)?;
         let mut serial = Serial::default();

@@ -246,13 +246,18 @@ impl<'a> KernelPrograms<'a> {
         })
     }
 
+    /// Whether an action of this `key` succeeded before.
+    pub fn is_done(&self, key: &str) -> bool {
+        self.done.contains(key)
+    }
+
     /// Runs `action` unless an action of this `key` succeeded before.
     pub fn once(
         &mut self,
         key: String,
         action: impl FnOnce(&mut Ebpf) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        if self.done.contains(&key) {
+        if self.is_done(&key) {
             return Ok(());
         }
         action(self.ebpf)?;

@@ -33,7 +33,7 @@ use chaos_common::{MAP_INFLIGHT, MAP_INJECT_RULES, MAP_INJECTIONS, PROG_INJECT_F
 
 use super::{
     engine::{EngineError, KernelPrograms},
-    kprobe::syscall_entry_function,
+    kprobe::{self, syscall_entry_function},
     lsm,
 };
 use crate::ebpf::{self, EBPF_OBJECT};
@@ -181,7 +181,8 @@ impl FmodRet {
         Ok((program, link))
     }
 
-    /// The BTF id of `function`. A syscall without arguments has its `__x64_sys_*` as an alias
+    /// The BTF id of `function`. A syscall without arguments has its `__x64_sys_*` (arm64:
+    /// `__arm64_sys_*`) as an alias
     /// of `__do_sys_*` (same address, so on the error-injection list too), and BTF knows only
     /// the latter.
     fn btf_id(&self, function: &str) -> Result<u32, EngineError> {
@@ -189,7 +190,7 @@ impl FmodRet {
             .btf
             .as_ref()
             .ok_or(EngineError::NoBtf(function.to_owned()))?;
-        let alias = function.replacen("__x64_sys_", "__do_sys_", 1);
+        let alias = function.replacen(kprobe::SYSCALL_PREFIX, "__do_sys_", 1);
         [function, alias.as_str()]
             .into_iter()
             .find_map(|name| btf.id_by_type_name_kind(name, BtfKind::Func).ok())
@@ -322,7 +323,7 @@ mod tests {
     fn lsm_hooks_map_to_their_security_functions() {
         let open = functions("openat").unwrap();
         assert!(
-            open == ["security_file_open"] || open == ["__x64_sys_openat"],
+            open == ["security_file_open"] || open == [syscall_entry_function("openat")],
             "{open:?}"
         );
         assert_eq!(

@@ -58,12 +58,14 @@ pub fn attach(kernel: &mut KernelPrograms, syscall: &str) -> Result<(), EngineEr
     })
 }
 
+/// The prefix of the syscalls' entry functions (their pt_regs wrappers) on this architecture.
+pub const SYSCALL_PREFIX: &str = if cfg!(target_arch = "aarch64") {
+    "__arm64_sys_"
+} else {
+    "__x64_sys_"
+};
+
 /// The entry function a kprobe rule attaches to.
 pub fn syscall_entry_function(syscall: &str) -> String {
-    let prefix = if cfg!(target_arch = "aarch64") {
-        "__arm64_sys_"
-    } else {
-        "__x64_sys_"
-    };
-    format!("{prefix}{syscall}")
+    format!("{SYSCALL_PREFIX}{syscall}")
 }

@@ -79,7 +79,7 @@ pub fn hook_of(program: &str) -> Option<&str> {
     program.strip_prefix(PROG_INJECT_LSM_PREFIX)
 }
 
-/// `bpf` must be in the active LSM list (securityfs says), and one program must load.
+/// `bpf` must be in the active LSM list (securityfs says), and one program must load and attach.
 pub fn probe(kernel: &mut KernelPrograms) -> Result<(), EngineError> {
     let active =
         std::fs::read_to_string(SECURITYFS_LSM).map_err(|source| EngineError::Securityfs {
@@ -89,9 +89,31 @@ pub fn probe(kernel: &mut KernelPrograms) -> Result<(), EngineError> {
     if !active.trim().split(',').any(|lsm| lsm == "bpf") {
         return Err(EngineError::LsmInactive(active.trim().to_owned()));
     }
+    let program = PROG_INJECT_LSM_FILE_OPEN;
     kernel
-        .load(PROG_INJECT_LSM_FILE_OPEN)
-        .map_err(|e| e.needs("BPF LSM programs are refused", "BTF and BPF LSM"))
+        .load(program)
+        .map_err(|e| e.needs("BPF LSM programs are refused", "BTF and BPF LSM"))?;
+    // Loading is not enough: a kernel without BPF trampolines on kernel functions for its
+    // architecture (Debian's arm64 6.1) loads LSM programs but refuses to attach them
+    // (ENOTSUPP). Attached without a rule, the program injects nothing, and the probe's link
+    // goes at once; a program a rule attached is not attached twice.
+    if kernel.is_done(program) {
+        return Ok(());
+    }
+    let lsm: &mut Lsm = ebpf::program(kernel.ebpf, program)?;
+    let attach_error = |source| {
+        EngineError::Attach {
+            program,
+            to: hook_of(program).unwrap_or_default().to_owned(),
+            source,
+        }
+        .needs(
+            "BPF LSM programs cannot attach",
+            "BPF trampolines (on arm64: ftrace direct calls)",
+        )
+    };
+    let link = lsm.attach().map_err(attach_error)?;
+    lsm.detach(link).map_err(attach_error)
 }
 
 /// Loads `program` against its hook (needs the kernel's BTF).

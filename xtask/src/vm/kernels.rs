@@ -5,6 +5,8 @@
 //!   bookworm (6.1) and bullseye (5.10), the one `linux-image-amd64` of that release depends on
 //!   today, its `boot/vmlinuz-*` unchanged: the kernel of the `-unsigned` package (which
 //!   `../shared/kernels` holds for trixie), with Debian's Secure Boot signature that QEMU ignores.
+//! - bookworm-arm64: bookworm's `linux-image-*-arm64` the same way (`linux-image-arm64`); its
+//!   `vmlinuz` is a plain arm64 Image, which qemu-system-aarch64 boots as it is.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
 //!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
 //!
@@ -24,7 +26,7 @@ use std::{
 use anyhow::{Context as _, anyhow, ensure};
 
 use super::Kernel;
-use crate::build;
+use crate::build::{self, Arch};
 
 mod apt;
 mod steps;
@@ -40,8 +42,8 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// The release of the kernel source of the override build.
 const SOURCE_RELEASE: &str = "trixie";
-/// The metapackage that names the stock kernel of the release.
-const IMAGE_METAPACKAGE: &str = "linux-image-amd64";
+/// The metapackage that names the stock kernel of the release: `linux-image-<Debian arch>`.
+const IMAGE_METAPACKAGE: &str = "linux-image-";
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
 const FRAGMENT_PATH: &str = "xtask/kernels/override.config-fragment";
 const FRAGMENT: &str = include_str!("../../kernels/override.config-fragment");
@@ -115,8 +117,9 @@ fn shared_dir() -> PathBuf {
 struct Fetch {
     work: PathBuf,
     log: PathBuf,
-    /// One private apt configuration per Debian release, its lists read on first use.
-    apts: Vec<(&'static str, Apt)>,
+    /// One private apt configuration per Debian release and architecture, its lists read on
+    /// first use.
+    apts: Vec<((&'static str, Arch), Apt)>,
     started: Instant,
     /// Held while we fetch: a second vm-test would fight over `work/`.
     _lock: File,
@@ -147,19 +150,27 @@ impl Fetch {
         })
     }
 
-    /// The private apt configuration of `release`, its package lists read the first time.
-    fn apt(&mut self, release: &'static str) -> anyhow::Result<&Apt> {
-        let index = match self.apts.iter().position(|(name, _)| *name == release) {
+    /// The private apt configuration of `release` for `arch`, its package lists read the
+    /// first time.
+    fn apt(&mut self, release: &'static str, arch: Arch) -> anyhow::Result<&Apt> {
+        let key = (release, arch);
+        let index = match self.apts.iter().position(|(name, _)| *name == key) {
             Some(index) => index,
             None => {
-                let apt = Apt::new(&self.work.join(format!("apt-{release}")), MIRROR, release)?;
-                println!("vm-test: reading Debian {release}'s package lists ({MIRROR})");
+                let debian_arch = arch.debian();
+                let root = self.work.join(format!("apt-{release}-{debian_arch}"));
+                let apt = Apt::new(&root, MIRROR, release, debian_arch)?;
+                println!(
+                    "vm-test: reading Debian {release}'s {debian_arch} package lists ({MIRROR})"
+                );
                 self.run(
-                    &format!("apt-get update (Debian {release}, private configuration)"),
+                    &format!(
+                        "apt-get update (Debian {release} {debian_arch}, private configuration)"
+                    ),
                     apt.get().arg("update"),
                     5 * MINUTE,
                 )?;
-                self.apts.push((release, apt));
+                self.apts.push((key, apt));
                 self.apts.len() - 1
             }
         };
@@ -173,7 +184,7 @@ impl Fetch {
         }
         let started = Instant::now();
         match kernel.source {
-            Source::DebianImage(release) => self.fetch_debian(release, target),
+            Source::DebianImage(release) => self.fetch_debian(release, kernel.arch, target),
             Source::OverrideBuild => self.build_override(target),
         }
         .with_context(|| {
@@ -204,17 +215,19 @@ impl Fetch {
         Ok(())
     }
 
-    fn fetch_debian(&mut self, release: &'static str, target: &Path) -> anyhow::Result<()> {
-        let mut show = self.apt(release)?.cache();
-        show.args(["show", "--no-all-versions", IMAGE_METAPACKAGE]);
-        let show = self.output(
-            &format!("apt-cache show {IMAGE_METAPACKAGE}"),
-            &mut show,
-            MINUTE,
-        )?;
+    fn fetch_debian(
+        &mut self,
+        release: &'static str,
+        arch: Arch,
+        target: &Path,
+    ) -> anyhow::Result<()> {
+        let metapackage = format!("{IMAGE_METAPACKAGE}{}", arch.debian());
+        let mut show = self.apt(release, arch)?.cache();
+        show.args(["show", "--no-all-versions", &metapackage]);
+        let show = self.output(&format!("apt-cache show {metapackage}"), &mut show, MINUTE)?;
         let (package, version) = image_package(&show)?;
         println!("vm-test: fetching Debian {release}'s {package} {version} (first run only)");
-        let deb = self.download(release, &package)?;
+        let deb = self.download(release, arch, &package)?;
         let unpacked = self.work.join(format!("linux-image-{release}"));
         self.run(
             &format!("dpkg-deb -x {}", deb.display()),
@@ -270,7 +283,7 @@ impl Fetch {
 
     /// Downloads and unpacks the kernel source: its tree and its directory name (its version).
     fn unpack_source(&mut self) -> anyhow::Result<(PathBuf, String)> {
-        let deb = self.download(SOURCE_RELEASE, SOURCE_PACKAGE)?;
+        let deb = self.download(SOURCE_RELEASE, Arch::X86_64, SOURCE_PACKAGE)?;
         let unpacked = self.work.join("source-package");
         self.run(
             &format!("dpkg-deb -x {}", deb.display()),
@@ -370,11 +383,16 @@ impl Fetch {
         )
     }
 
-    /// `apt-get download PACKAGE` (`release`'s candidate) into `work/`: the .deb.
-    fn download(&mut self, release: &'static str, package: &str) -> anyhow::Result<PathBuf> {
+    /// `apt-get download PACKAGE` (`release`'s candidate for `arch`) into `work/`: the .deb.
+    fn download(
+        &mut self,
+        release: &'static str,
+        arch: Arch,
+        package: &str,
+    ) -> anyhow::Result<PathBuf> {
         let dir = self.work.join("debs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut download = self.apt(release)?.get();
+        let mut download = self.apt(release, arch)?.get();
         download.arg("download").arg(package).current_dir(&dir);
         self.run(
             &format!("apt-get download {package} (Debian {release})"),

@@ -6,7 +6,7 @@
 //! with no fault recorded is someone else's and is delivered: the process stops as usual.
 use aya::maps::{HashMap, MapData};
 use chaos_common::StopFault;
-use nix::{errno::Errno, sys::ptrace, unistd::Pid};
+use nix::errno::Errno;
 
 use super::{
     sys,
@@ -123,8 +123,7 @@ pub fn pending_fault(faults: &StopFaults, tid: i32) -> bool {
 
 /// How the fault applies to the call the thread stopped after.
 pub fn action(tid: i32, fault: &StopFault) -> Option<StopAction> {
-    let regs = ptrace::getregs(Pid::from_raw(tid)).ok()?;
-    let interrupted = INTERRUPTED.contains(&-(regs.rax as i64));
+    let interrupted = INTERRUPTED.contains(&-sys::return_value(tid).ok()?);
     Some(match (fault.errno, interrupted) {
         (0, true) => StopAction::Reissue,
         (0, false) => StopAction::Keep,
@@ -136,7 +135,7 @@ pub fn action(tid: i32, fault: &StopFault) -> Option<StopAction> {
 pub fn apply(tid: i32, action: StopAction) {
     let result = match action {
         StopAction::Errno(errno) => sys::set_return(tid, -i64::from(errno)),
-        StopAction::Reissue => reissue(tid),
+        StopAction::Reissue => sys::reissue(tid),
         StopAction::Keep => Ok(()),
     };
     if let Err(e) = result
@@ -144,14 +143,4 @@ pub fn apply(tid: i32, action: StopAction) {
     {
         eprintln!("syschaos: stop: cannot complete the fault of thread {tid}: {e}");
     }
-}
-
-/// Issues the call again: the syscall number back in rax, the instruction pointer back over the
-/// 2-byte `syscall` instruction (what the kernel does for a restarted call).
-fn reissue(tid: i32) -> Result<(), Errno> {
-    let pid = Pid::from_raw(tid);
-    let mut regs = ptrace::getregs(pid)?;
-    regs.rax = regs.orig_rax;
-    regs.rip -= 2;
-    ptrace::setregs(pid, regs)
 }

@@ -1,7 +1,7 @@
 //! The system interface of the ptrace engine: ptrace requests (nix where it has them, libc for
 //! the ones that carry raw signal numbers, which nix's `Signal` cannot hold), raw wait statuses,
 //! and the per-thread wake-up timer that interrupts a blocking `waitpid`.
-use std::{cell::Cell, io::IoSliceMut, mem::offset_of, ptr};
+use std::{cell::Cell, io::IoSliceMut, ptr};
 
 use nix::{
     errno::Errno,
@@ -90,16 +90,77 @@ pub fn detach(tid: i32, signal: i32) -> Result<(), Errno> {
     request(libc::PTRACE_DETACH as _, tid, 0, signal as usize).map(drop)
 }
 
-/// Register offsets in the tracee's `struct user` (x86_64).
+/// The tracee's registers, where they differ between architectures.
 #[cfg(target_arch = "x86_64")]
 mod regs {
-    use super::offset_of;
-    pub const RETURN_VALUE: usize = offset_of!(libc::user_regs_struct, rax);
-    pub const SYSCALL_NUMBER: usize = offset_of!(libc::user_regs_struct, orig_rax);
+    use std::mem::offset_of;
+
+    use nix::{errno::Errno, sys::ptrace, unistd::Pid};
+
     /// `AUDIT_ARCH_X86_64`: 64-bit tracees; 32-bit ones have another syscall table.
-    pub const AUDIT_ARCH: u32 = 0xc000_003e;
+    const AUDIT_ARCH: u32 = 0xc000_003e;
     /// x32 syscalls have this bit set in their number.
-    pub const FOREIGN_SYSCALL_BIT: u64 = 0x4000_0000;
+    const FOREIGN_SYSCALL_BIT: u64 = 0x4000_0000;
+
+    /// Whether a call (`struct ptrace_syscall_info`'s arch and nr) is of the native table.
+    pub fn native(arch: u32, nr: u64) -> bool {
+        arch == AUDIT_ARCH && nr & FOREIGN_SYSCALL_BIT == 0
+    }
+
+    /// Makes the call at this syscall-entry stop invalid (`orig_rax` = -1).
+    pub fn skip_call(pid: Pid) -> Result<(), Errno> {
+        let offset = offset_of!(libc::user_regs_struct, orig_rax);
+        ptrace::write_user(pid, offset as _, -1)
+    }
+
+    pub fn set_return(pid: Pid, value: i64) -> Result<(), Errno> {
+        let offset = offset_of!(libc::user_regs_struct, rax);
+        ptrace::write_user(pid, offset as _, value as libc::c_long)
+    }
+
+    /// The value the interrupted call returned.
+    pub fn return_value(pid: Pid) -> Result<i64, Errno> {
+        Ok(ptrace::getregs(pid)?.rax as i64)
+    }
+
+    /// Issues the call again: the syscall number back in rax, the instruction pointer back over
+    /// the 2-byte `syscall` instruction (what the kernel does for a restarted call).
+    pub fn reissue(pid: Pid) -> Result<(), Errno> {
+        let mut regs = ptrace::getregs(pid)?;
+        regs.rax = regs.orig_rax;
+        regs.rip -= 2;
+        ptrace::setregs(pid, regs)
+    }
+}
+
+/// Not yet on arm64 (PTRACE_GETREGSET, NT_ARM_SYSTEM_CALL to skip a call): the ptrace and stop
+/// engines' probe (`probe_host`) refuses them there, so none of these runs.
+#[cfg(not(target_arch = "x86_64"))]
+mod regs {
+    use nix::{errno::Errno, unistd::Pid};
+
+    /// `AUDIT_ARCH_AARCH64`: 32-bit (compat) tracees have another table.
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+    pub fn native(arch: u32, _nr: u64) -> bool {
+        arch == AUDIT_ARCH
+    }
+
+    pub fn skip_call(_: Pid) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    pub fn set_return(_: Pid, _: i64) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    pub fn return_value(_: Pid) -> Result<i64, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    pub fn reissue(_: Pid) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
 }
 
 /// Makes the call at this syscall-entry stop invalid: the kernel skips it, and it returns -ENOSYS
@@ -107,12 +168,22 @@ mod regs {
 /// after the entry stop and sets its own value for the invalid number (Docker's: -ENOSYS, seen
 /// when chaos-user was killed between the two stops), so setting it here already would not help.
 pub fn skip_call(tid: i32) -> Result<(), Errno> {
-    ptrace::write_user(pid(tid), regs::SYSCALL_NUMBER as _, -1)
+    regs::skip_call(pid(tid))
 }
 
 /// Sets the value the call returns, at its syscall-exit stop.
 pub fn set_return(tid: i32, value: i64) -> Result<(), Errno> {
-    ptrace::write_user(pid(tid), regs::RETURN_VALUE as _, value as libc::c_long)
+    regs::set_return(pid(tid), value)
+}
+
+/// What the call the tracee stopped after returned.
+pub fn return_value(tid: i32) -> Result<i64, Errno> {
+    regs::return_value(pid(tid))
+}
+
+/// Makes the call the tracee stopped after be issued again when it resumes.
+pub fn reissue(tid: i32) -> Result<(), Errno> {
+    regs::reissue(pid(tid))
 }
 
 const PTRACE_GET_SYSCALL_INFO: libc::c_int = 0x420e;
@@ -150,11 +221,7 @@ pub fn syscall_info(tid: i32, info: &mut SyscallInfo) -> Result<Stop, Errno> {
         ptr::from_mut(info) as usize,
     )?;
     Ok(match info.op {
-        SYSCALL_INFO_ENTRY
-            if info.arch == regs::AUDIT_ARCH && info.nr & regs::FOREIGN_SYSCALL_BIT == 0 =>
-        {
-            Stop::Entry
-        }
+        SYSCALL_INFO_ENTRY if regs::native(info.arch, info.nr) => Stop::Entry,
         SYSCALL_INFO_EXIT => Stop::Exit,
         _ => Stop::Other,
     })
@@ -399,6 +466,8 @@ pub fn state(tid: i32) -> Option<char> {
 
 #[cfg(test)]
 mod tests {
+    use std::mem::offset_of;
+
     use super::*;
 
     fn stopped(signal: i32, event: i32) -> i32 {

@@ -57,6 +57,12 @@ const TESTS: &[(&str, Test)] = &[
     ("bench-kprobe", bench::bench_kprobe),
 ];
 const DEFAULT_TESTS: &str = "monitor";
+/// The prefix of the syscalls' entry functions on this architecture.
+pub const SYSCALL_PREFIX: &str = if cfg!(target_arch = "aarch64") {
+    "__arm64_sys_"
+} else {
+    "__x64_sys_"
+};
 const DEFAULT_WATCHDOG: Duration = Duration::from_secs(100);
 
 static PASSED: AtomicU32 = AtomicU32::new(0);
@@ -219,10 +225,11 @@ fn print_kernel_features() {
     // __x64_sys_getppid is an alias of __do_sys_getppid, and the list may show either name.
     match read("/sys/kernel/debug/error_injection/list") {
         Ok(list) => {
+            let entry = format!("{SYSCALL_PREFIX}getppid");
             let getppid = list
                 .lines()
                 .filter_map(|l| l.split_whitespace().next())
-                .find(|name| matches!(*name, "__x64_sys_getppid" | "__do_sys_getppid"));
+                .find(|name| *name == entry || *name == "__do_sys_getppid");
             println!(
                 "syschaos-vm: error_injection/list: {} functions, getppid: {}",
                 list.lines().count(),

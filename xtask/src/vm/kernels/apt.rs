@@ -13,11 +13,19 @@ use super::*;
 /// machine's own configuration (proxies...) still applies, its sources and pins do not.
 pub(super) struct Apt {
     root: PathBuf,
+    /// Debian's name of the architecture whose packages it fetches (`amd64`, `arm64`).
+    arch: &'static str,
 }
 
 impl Apt {
-    /// A configuration under `root` for `release` (`trixie`...) of the archive at `mirror`.
-    pub(super) fn new(root: &Path, mirror: &str, release: &str) -> anyhow::Result<Self> {
+    /// A configuration under `root` for `release` (`trixie`...) and `arch` of the archive at
+    /// `mirror`.
+    pub(super) fn new(
+        root: &Path,
+        mirror: &str,
+        release: &str,
+        arch: &'static str,
+    ) -> anyhow::Result<Self> {
         for dir in ["state/lists/partial", "cache/archives/partial"] {
             let dir = root.join(dir);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -36,6 +44,7 @@ impl Apt {
         fs::write(&status, "").with_context(|| format!("writing {}", status.display()))?;
         Ok(Self {
             root: root.to_owned(),
+            arch,
         })
     }
 
@@ -62,8 +71,8 @@ impl Apt {
             format!("Dir::State={root}/state"),
             format!("Dir::State::status={root}/status"),
             format!("Dir::Cache={root}/cache"),
-            "APT::Architecture=amd64".to_owned(),
-            "APT::Architectures=amd64".to_owned(),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
             "Acquire::Languages=none".to_owned(),
         ];
         for option in options {
@@ -89,7 +98,7 @@ pub(super) fn image_package(show: &str) -> anyhow::Result<(String, String)> {
     match (package, version) {
         (Some(package), Some(version)) => Ok((package.to_owned(), version.to_owned())),
         _ => bail!(
-            "no linux-image-* dependency and version in apt-cache show {IMAGE_METAPACKAGE}:\n{show}"
+            "no linux-image-* dependency and version in apt-cache show {IMAGE_METAPACKAGE}*:\n{show}"
         ),
     }
 }

@@ -382,7 +382,7 @@ fn program_ids() -> Result<Vec<u32>, String> {
     }
 }
 
-/// The kprobe engine's probes on `__x64_sys_*` are gone (they go when chaos-user's descriptors
+/// The kprobe engine's probes on `__x64_sys_*` (`__arm64_sys_*`) are gone (they go when chaos-user's descriptors
 /// are closed, which may trail its exit a little). Skipped without debugfs's kprobes list.
 fn no_kprobes_left() -> Result<(), String> {
     const LIST: &str = "/sys/kernel/debug/kprobes/list";
@@ -391,7 +391,10 @@ fn no_kprobes_left() -> Result<(), String> {
         let Ok(list) = std::fs::read_to_string(LIST) else {
             return Ok(());
         };
-        let ours: Vec<&str> = list.lines().filter(|l| l.contains("__x64_sys_")).collect();
+        let ours: Vec<&str> = list
+            .lines()
+            .filter(|l| l.contains(crate::SYSCALL_PREFIX))
+            .collect();
         if ours.is_empty() {
             return Ok(());
         }
