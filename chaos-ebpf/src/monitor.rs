@@ -10,12 +10,15 @@
 //! - every thread, on each side: its slot or none (`monitor_slot.rs`), remembered per CPU for
 //!   a thread that makes calls in a row (an inlined per-CPU array read), else from the cgroup id
 //!   (one helper) and compares in an inlined array (`TargetFilter`);
-//! - targets of a session that neither injects nor traces: the thread id at entry and exit,
-//!   the clock on both sides for timed calls (`--latency-sample`), one array slot per thread
-//!   (`THREAD_CALLS`) and counts in a per-CPU array (`SYSCALL_COUNTS`); the latency of a timed
-//!   call goes to the `SYSCALL_STATS` hash, and failures to `SYSCALL_ERRORS`;
-//! - a session that may inject or traces keeps each thread's call in `INFLIGHT` (the engines'
-//!   hooks and trace events read it), counted the same way.
+//! - a target's call: the thread id at entry and exit, the clock on both sides for timed calls
+//!   (`--latency-sample`), one array slot per thread (`THREAD_CALLS`) and counts in a per-CPU
+//!   array (`SYSCALL_COUNTS`); the latency of a timed call goes to the `SYSCALL_STATS` hash, and
+//!   failures to `SYSCALL_ERRORS`;
+//! - a traced call, and a call that gets a fault, is kept in `INFLIGHT` instead (the engines'
+//!   hooks and trace events read it), counted the same way; a call of a syscall a rule names is
+//!   decided first, on the stack;
+//! - with `--no-latency` (`COUNT_AT_EXIT`) there is no entry program: the exit counts the call
+//!   from its registers.
 
 pub(crate) use crate::monitor_slot::target_slot;
 use crate::{inject, monitor_slot::current_slot, regs, trace};
@@ -180,7 +183,8 @@ fn decided_enter(ctx: &RawTracePointContext, tid: u32, slot: u32, syscall: u32) 
     } else {
         UNTIMED
     };
-    // The exit must not take this call for the fast path's (a stale entry of an exit missed).
+    // The exit must find this call in `INFLIGHT`, not a stale fast-path entry (of an exit it
+    // missed) under this thread's id.
     if let Some(entry) = THREAD_CALLS.get_ptr_mut(tid & (THREAD_CALL_ENTRIES - 1)) {
         unsafe { (*entry).who = 0 };
     }

@@ -86,20 +86,22 @@ impl Session {
     /// Loads the eBPF object and its peers; nothing is attached until [`Session::start`].
     pub fn load(options: &LoadOptions) -> Result<Self, SessionError> {
         let trace = options.trace.unwrap_or_default();
+        // Rules are decided and calls traced at entry: those sessions keep the entry program.
+        let count_at_exit = options.no_latency && !options.inject && options.trace.is_none();
         let mut ebpf = ebpf::load(&ebpf::Globals {
             trace: options.trace.is_some(),
             trace_failed_only: trace.failed_only,
             trace_sample: trace.sample,
             latency_sample: options.latency_sample,
             injecting: options.inject,
-            count_at_exit: options.no_latency,
+            count_at_exit,
         })?;
         let monitor = Monitor::take(
             &mut ebpf,
             MonitorMode {
                 count_syscalls: options.syscalls,
                 inject: options.inject,
-                count_at_exit: options.no_latency,
+                count_at_exit,
             },
         )?;
         let http = match options.http {
