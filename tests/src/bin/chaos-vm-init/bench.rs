@@ -1,6 +1,7 @@
 //! `bench-kprobe`: what the kprobe engine adds to each call, measured inside the override VM for
 //! `cargo xtask bench inject` (this host kernel has no kprobes). The same configurations as the
-//! host's part: bare, monitor only, 1 rule, 1000 rules over 250 targets, strace -e inject.
+//! host's part: bare, monitor only, 1 rule, 1000 rules over 250 targets, strace -e inject; and
+//! the fmod-ret engine's 1 rule (refused on this host too).
 //!
 //! Prints one `vm-bench CONFIG CALL CALLS CPU_NS WALL_NS` line per run; xtask makes the table.
 //! Fails if an injecting configuration did not fail every openat with EACCES, or another one
@@ -33,15 +34,18 @@ enum Config {
     Bare,
     Monitor,
     OneRule,
+    /// The same rule on the fmod-ret engine.
+    FmodRetRule,
     ThousandRules,
     Strace,
 }
 
 impl Config {
-    const ALL: [Config; 5] = [
+    const ALL: [Config; 6] = [
         Config::Bare,
         Config::Monitor,
         Config::OneRule,
+        Config::FmodRetRule,
         Config::ThousandRules,
         Config::Strace,
     ];
@@ -52,6 +56,7 @@ impl Config {
             Config::Bare => "bare",
             Config::Monitor => "monitor",
             Config::OneRule => "one-rule",
+            Config::FmodRetRule => "fmod-ret-rule",
             Config::ThousandRules => "thousand-rules",
             Config::Strace => "strace",
         }
@@ -60,7 +65,7 @@ impl Config {
     fn injects(self) -> bool {
         matches!(
             self,
-            Config::OneRule | Config::ThousandRules | Config::Strace
+            Config::OneRule | Config::FmodRetRule | Config::ThousandRules | Config::Strace
         )
     }
 }
@@ -101,12 +106,14 @@ fn tracer(config: Config, target: &Path, others: &[PathBuf]) -> Result<Option<Ch
     let (subcommand, rules, targets) = match config {
         Config::Bare | Config::Strace => return Ok(None),
         Config::Monitor => ("attach", vec![], 1),
-        Config::OneRule => ("inject", vec![RULE], 1),
+        Config::OneRule | Config::FmodRetRule => ("inject", vec![RULE], 1),
         Config::ThousandRules => ("inject", [&[RULE][..], &OTHER_RULES].concat(), TARGETS),
     };
     let mut args = vec![subcommand, "--quiet", "--no-metrics"];
-    if subcommand == "inject" {
-        args.extend(["--engine", "kprobe"]);
+    match config {
+        Config::FmodRetRule => args.extend(["--engine", "fmod-ret"]),
+        _ if subcommand == "inject" => args.extend(["--engine", "kprobe"]),
+        _ => {}
     }
     let cgroups = std::iter::once(target).chain(others.iter().map(PathBuf::as_path));
     for cgroup in cgroups.take(targets) {
