@@ -65,7 +65,7 @@ pub const PROG_SYS_ENTER: &str = "monitor_sys_enter";
 pub const PROG_SYS_ENTER_INJECT: &str = "monitor_sys_enter_inject";
 pub const PROG_SYS_EXIT: &str = "monitor_sys_exit";
 /// Counts `exit` and `exit_group` (no `sys_exit` follows them) when no entry program runs
-/// (`--no-latency`): on their own `syscalls:sys_enter_*` tracepoints.
+/// (`--no-latency`): on `sched_process_exit`, from the exiting thread's registers.
 pub const PROG_NEVER_RETURNING: &str = "monitor_never_returning";
 /// On `sched_process_fork` and `cgroup_attach_task`: bump [`MAP_GENERATION`].
 pub const PROG_TASK_FORK: &str = "monitor_task_fork";
