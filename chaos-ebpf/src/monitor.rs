@@ -78,9 +78,14 @@ fn injecting() -> bool {
 
 /// Set by the loader when no entry program runs (`--no-latency`): `sys_exit` counts each call
 /// from its registers, and `monitor_never_returning` counts `exit` and `exit_group`.
-/// (Before 5.15 the entry program still runs, for those two, and is otherwise ignored.)
+/// (Before 5.15 the entry program still runs, for those two alone.)
 #[unsafe(no_mangle)]
 static COUNT_AT_EXIT: u8 = 0;
+
+#[inline(always)]
+fn count_at_exit() -> bool {
+    (unsafe { core::ptr::read_volatile(&COUNT_AT_EXIT) }) != 0
+}
 
 /// Time one call in N, at random (`--latency-sample N`, set by the loader; 1: every call).
 /// Counts and errors stay exact; sampled latencies are weighted by N in the histogram.
@@ -129,6 +134,10 @@ fn sys_enter(ctx: &RawTracePointContext, inject: bool) -> i32 {
     let syscall = syscall as u32;
     if is_never_returning(syscall) {
         count(slot, syscall, false);
+    }
+    // Before 5.15 an entry program stays with `--no-latency`, for the two calls above alone.
+    if count_at_exit() {
+        return 0;
     }
     // Traced calls go through `INFLIGHT` (trace events are made from it), and so do calls that
     // get a fault (the decision is parked there for the engine's hook); every other call takes
@@ -259,7 +268,7 @@ pub fn monitor_sys_exit(ctx: RawTracePointContext) -> i32 {
         inflight_exit(&ctx);
         return 0;
     }
-    if unsafe { core::ptr::read_volatile(&COUNT_AT_EXIT) } != 0 {
+    if count_at_exit() {
         // No entry program: the one dispatch per call a monitor cannot do without.
         if let Some(syscall) = regs::syscall_nr(ctx.arg(0)) {
             record(slot, syscall, ctx.arg(1), UNTIMED_ELAPSED);
