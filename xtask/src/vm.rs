@@ -68,6 +68,8 @@ enum KernelChoice {
     Bullseye,
     /// Debian bookworm's 6.1 for arm64 (qemu-system-aarch64, chaos-user cross-built).
     BookwormArm64,
+    /// Debian trixie's 6.12 for arm64: BPF trampolines (ftrace direct calls, 6.5+).
+    TrixieArm64,
     All,
 }
 
@@ -98,7 +100,7 @@ struct Kernel {
 const COMMON_TESTS: &str =
     "monitor,monitor-no-latency,trace,http,doctor,inject-ptrace,engines-refused";
 
-const KERNELS: [Kernel; 6] = [
+const KERNELS: [Kernel; 7] = [
     Kernel {
         name: "debian",
         file: "debian-6.12.117.vmlinuz",
@@ -170,6 +172,19 @@ const KERNELS: [Kernel; 6] = [
         // bpf_override_return; the ptrace and stop engines are x86_64's only for now.
         tests: "monitor,monitor-no-latency,trace,http,doctor,engines-refused,inject-cgroup-sock,inject-signal",
         engines: "kprobe:bpf_override_return,fmod-ret:trampolines,lsm:trampolines,cgroup-sock:ok,signal:ok,ptrace:architecture,stop:architecture",
+        common_tests: false,
+        cmdline: "",
+    },
+    Kernel {
+        name: "trixie-arm64",
+        file: "debian-6.12-arm64.vmlinuz",
+        cached: "trixie-arm64.vmlinuz",
+        source: kernels::Source::DebianImage("trixie"),
+        arch: Arch::Aarch64,
+        // What 6.1 lacks on arm64 (trampolines on kernel functions, so fmod_ret and LSM
+        // attach); still no error-injection list, so fmod-ret covers the LSM table's syscalls.
+        tests: "doctor,inject-fmod-ret,inject-lsm,engines-refused",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:architecture,stop:architecture",
         common_tests: false,
         cmdline: "",
     },
@@ -251,6 +266,7 @@ fn kernel_name(choice: KernelChoice) -> &'static str {
         KernelChoice::Bookworm => "bookworm",
         KernelChoice::Bullseye => "bullseye",
         KernelChoice::BookwormArm64 => "bookworm-arm64",
+        KernelChoice::TrixieArm64 => "trixie-arm64",
         KernelChoice::All => "all",
     }
 }
