@@ -19,9 +19,11 @@ use crate::ebpf::{self, LoadError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
-    /// kprobe on `__x64_sys_*` + `bpf_override_return`: any syscall, the call is not executed.
+    /// kprobe on `__x64_sys_*` (arm64: `__arm64_sys_*`) + `bpf_override_return`: any syscall,
+    /// the call is not executed.
     Kprobe,
-    /// `BPF_MODIFY_RETURN` on `__x64_sys_*` or the `security_*` functions: the call is not run.
+    /// `BPF_MODIFY_RETURN` on `__x64_sys_*` (`__arm64_sys_*`) or the `security_*` functions:
+    /// the call is not run.
     FmodRet,
     /// BPF LSM hooks returning the errno.
     Lsm,

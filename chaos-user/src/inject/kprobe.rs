@@ -1,15 +1,14 @@
 //! Engine `kprobe` (kernel side: `chaos-ebpf/src/inject_kprobe.rs`, program `inject_kprobe`):
 //! a kprobe on the syscall's entry function overrides its return value, so the call is not
-//! executed. Covers any syscall on the error-injection list (all of them on x86_64); needs
-//! `CONFIG_BPF_KPROBE_OVERRIDE`, which few distribution kernels have.
+//! executed. Covers any syscall on the error-injection list (all of them on x86_64 and arm64);
+//! needs `CONFIG_BPF_KPROBE_OVERRIDE`, which few distribution kernels have.
 use aya::programs::KProbe;
 use chaos_common::PROG_INJECT_KPROBE;
 
 use super::engine::{EngineError, KernelPrograms};
 use crate::ebpf;
 
-pub const COVERAGE: &str =
-    "any syscall whose entry function is on the error-injection list (all of them on x86_64)";
+pub const COVERAGE: &str = "any syscall whose entry function is on the error-injection list (all of them on x86_64 and arm64)";
 
 pub fn programs(_syscall: &str) -> Option<Vec<&'static str>> {
     Some(vec![PROG_INJECT_KPROBE])
