@@ -38,8 +38,11 @@ pub fn arm64_names() -> Result<(), String> {
     }
 }
 
+/// A command line, and what its one error line must contain.
+type Refusal = (Vec<String>, Vec<String>);
+
 /// Each command with an x86_64-only name, and what its one error line must say.
-fn refusals(label: &str) -> Result<Vec<(Vec<String>, Vec<String>)>, String> {
+fn refusals(label: &str) -> Result<Vec<Refusal>, String> {
     for (file, syscall, metric) in EXPERIMENTS {
         let experiment = format!(
             "name: names\ntarget:\n  cgroup: {label}\nsteady_state:\n  conditions:\n    - metric: \
