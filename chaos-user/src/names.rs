@@ -163,7 +163,8 @@ pub fn syscall_number(name: &str) -> Result<u32, UnknownSyscall> {
     Arch::HOST.check_syscall(name)
 }
 
-/// `ENOENT` for 2; `errno_N` for numbers the table does not know.
+/// `ENOENT` for 2; `errno_N` for numbers the table does not know. x86_64 and arm64 share the
+/// kernel's generic errno numbers (asm-generic/errno*.h), so one table serves both.
 pub fn errno_name(errno: u32) -> String {
     if let Some(name) = kernel_internal_errno(errno) {
         return name.to_owned();
