@@ -7,17 +7,34 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The static target of the host's architecture (scratch images, demo, benches).
-pub const MUSL: &str = Arch::X86_64.musl();
+pub const MUSL: &str = Arch::HOST.musl();
 
-/// An architecture the static binaries and the VM kernels are built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An architecture the static binaries, the images and the VM kernels are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
+    #[value(name = "x86_64", alias = "amd64")]
     X86_64,
     /// Cross-built on any host: `.cargo/config.toml` links it with rust-lld.
+    #[value(name = "arm64", alias = "aarch64")]
     Aarch64,
 }
 
 impl Arch {
+    /// The architecture xtask runs on.
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+
+    /// Its Docker platform (`docker build --platform`, an image's `Architecture`).
+    pub const fn docker_platform(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "linux/amd64",
+            Arch::Aarch64 => "linux/arm64",
+        }
+    }
+
     /// Its static (musl) Rust target.
     pub const fn musl(self) -> &'static str {
         match self {

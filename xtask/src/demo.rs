@@ -59,7 +59,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // And the same workload in a container, when a Docker daemon runs.
     let _container = if dockerd::is_running() {
-        dockerd::build_scratch_image(DEMO_IMAGE, &workload)?;
+        dockerd::build_scratch_image(DEMO_IMAGE, &workload, build::Arch::HOST)?;
         let _ = Command::new("docker")
             .args(["rm", "-f", DEMO_CONTAINER])
             .output();

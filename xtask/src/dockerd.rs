@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::build::{run, workspace_root};
+use crate::build::{Arch, run, workspace_root};
 
 pub fn is_running() -> bool {
     Command::new("docker")
@@ -61,8 +61,9 @@ pub fn ensure_running() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds image `tag` holding `binary` at `/NAME` as its entrypoint, and nothing else.
-pub fn build_scratch_image(tag: &str, binary: &Path) -> anyhow::Result<()> {
+/// Builds image `tag` for `arch` holding `binary` (built for it) at `/NAME` as its entrypoint,
+/// and nothing else. COPY runs nothing in the image, so another architecture needs no emulation.
+pub fn build_scratch_image(tag: &str, binary: &Path, arch: Arch) -> anyhow::Result<()> {
     let name = binary
         .file_name()
         .and_then(|n| n.to_str())
@@ -72,11 +73,54 @@ pub fn build_scratch_image(tag: &str, binary: &Path) -> anyhow::Result<()> {
         .join(tag.replace([':', '/'], "-"));
     fs::create_dir_all(&context)?;
     fs::copy(binary, context.join(name)).with_context(|| format!("copy {}", binary.display()))?;
-    fs::write(
-        context.join("Dockerfile"),
-        format!("FROM scratch\nCOPY {name} /{name}\nENTRYPOINT [\"/{name}\"]\n"),
-    )?;
-    run(Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(&context))
+    fs::write(context.join("Dockerfile"), dockerfile(name))?;
+    run(&mut build_command(tag, arch, &context))
+}
+
+fn dockerfile(binary: &str) -> String {
+    format!("FROM scratch\nCOPY {binary} /{binary}\nENTRYPOINT [\"/{binary}\"]\n")
+}
+
+/// `docker build` of `context` for `arch`: the platform goes into the image's config, which
+/// is all that makes a `FROM scratch` image arm64's.
+fn build_command(tag: &str, arch: Arch, context: &Path) -> Command {
+    let mut command = Command::new("docker");
+    command
+        .args([
+            "build",
+            "-q",
+            "--platform",
+            arch.docker_platform(),
+            "-t",
+            tag,
+        ])
+        .arg(context);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_images_copy_only_and_name_their_platform() {
+        assert_eq!(
+            dockerfile("chaos-user"),
+            "FROM scratch\nCOPY chaos-user /chaos-user\nENTRYPOINT [\"/chaos-user\"]\n"
+        );
+        let command = build_command("syschaos:arm64", Arch::Aarch64, Path::new("/ctx"));
+        let args: Vec<_> = command.get_args().filter_map(|a| a.to_str()).collect();
+        assert_eq!(
+            args,
+            [
+                "build",
+                "-q",
+                "--platform",
+                "linux/arm64",
+                "-t",
+                "syschaos:arm64",
+                "/ctx"
+            ]
+        );
+    }
 }

@@ -30,8 +30,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     let chaos_user = build::chaos_user()?;
     let (_, workload) = build::static_binaries(build::Arch::X86_64)?;
     dockerd::ensure_running()?;
-    dockerd::build_scratch_image(WORKLOAD_IMAGE, &workload)?;
-    crate::image::build_image(crate::image::TAG)?;
+    dockerd::build_scratch_image(WORKLOAD_IMAGE, &workload, build::Arch::X86_64)?;
+    crate::image::build_image(crate::image::TAG, build::Arch::X86_64)?;
 
     // Integration tests share the kernel and Docker: one at a time keeps counts and checks exact.
     let mut cargo_test = build::cargo();

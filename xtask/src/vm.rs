@@ -170,7 +170,7 @@ const KERNELS: [Kernel; 7] = [
         arch: Arch::Aarch64,
         // No BPF trampolines on kernel functions (fentry, fmod_ret, LSM attach: ENOTSUPP), no
         // bpf_override_return; the ptrace and stop engines are x86_64's only for now.
-        tests: "monitor,monitor-no-latency,trace,http,doctor,engines-refused,inject-cgroup-sock,inject-signal",
+        tests: "monitor,monitor-no-latency,trace,http,doctor,engines-refused,inject-cgroup-sock,inject-signal,arm64-names",
         engines: "kprobe:bpf_override_return,fmod-ret:trampolines,lsm:trampolines,cgroup-sock:ok,signal:ok,ptrace:architecture,stop:architecture",
         common_tests: false,
         cmdline: "",

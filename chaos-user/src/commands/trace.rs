@@ -36,11 +36,8 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         let numbers = args
             .syscall
             .iter()
-            .map(|name| {
-                names::syscall_number(name)
-                    .ok_or_else(|| anyhow::anyhow!("unknown syscall `{name}`"))
-            })
-            .collect::<anyhow::Result<Vec<u32>>>()?;
+            .map(|name| names::syscall_number(name))
+            .collect::<Result<Vec<u32>, _>>()?;
         Some(numbers)
     };
     let rules = args

@@ -3,7 +3,6 @@
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use chaos_common::HIST_BUCKETS;
-use syscalls::Sysno;
 
 use super::probe::ProbeTally;
 use crate::snapshot::{Snapshot, TargetSnapshot, percentile_ns};
@@ -169,9 +168,8 @@ impl FromStr for Metric {
                 "p99_us" => SyscallWhat::P99Us,
                 _ => return Err(unknown()),
             };
-            let nr = Sysno::from_str(name)
-                .map_err(|_| format!("unknown syscall `{name}` in metric `{text}`"))?
-                .id() as u32;
+            let nr =
+                crate::names::syscall_number(name).map_err(|e| format!("metric `{text}`: {e}"))?;
             return Ok(Metric::Syscall {
                 name: name.to_owned(),
                 nr,

@@ -19,9 +19,11 @@ use crate::ebpf::{self, LoadError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
-    /// kprobe on `__x64_sys_*` + `bpf_override_return`: any syscall, the call is not executed.
+    /// kprobe on `__x64_sys_*` (arm64: `__arm64_sys_*`) + `bpf_override_return`: any syscall,
+    /// the call is not executed.
     Kprobe,
-    /// `BPF_MODIFY_RETURN` on `__x64_sys_*` or the `security_*` functions: the call is not run.
+    /// `BPF_MODIFY_RETURN` on `__x64_sys_*` (`__arm64_sys_*`) or the `security_*` functions:
+    /// the call is not run.
     FmodRet,
     /// BPF LSM hooks returning the errno.
     Lsm,
@@ -342,13 +344,15 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Arch;
 
     /// The programs each engine asks for are programs of the object (whose names
     /// `ebpf::tests` checks against `chaos_common::PROGRAMS`), and LSM programs name their hook.
     #[test]
     fn engines_ask_for_programs_of_the_object() {
         for engine in ALL_ENGINES {
-            for syscall in syscalls::Sysno::iter().map(|s| s.name()) {
+            let names = Arch::X86_64.syscalls().chain(Arch::Aarch64.syscalls());
+            for syscall in names {
                 for name in engine.programs(syscall).unwrap_or_default() {
                     assert!(
                         chaos_common::PROGRAMS.contains(&name),

@@ -81,9 +81,10 @@ fn map_data(map: &Map) -> Option<&MapData> {
 
 pub fn coverage() -> String {
     match ENTRY_FUNCTIONS.get() {
-        Some(true) => "any syscall (this kernel's error-injection list has the __x64_sys_* \
-                       entry functions)"
-            .to_owned(),
+        Some(true) => format!(
+            "any syscall (this kernel's error-injection list has the {}* entry functions)",
+            kprobe::SYSCALL_PREFIX
+        ),
         Some(false) => format!(
             "through the security_* functions of the LSM hooks (this kernel has no \
              error-injection list): {}",

@@ -11,9 +11,10 @@ use chaos_common::{
 };
 
 use super::engine::{EngineError, KernelPrograms};
-use crate::ebpf;
+use crate::{ebpf, names::Arch};
 
-/// Syscalls -> the LSM hooks they pass through (the first that runs injects).
+/// Syscalls -> the LSM hooks they pass through (the first that runs injects). Both
+/// architectures' names: arm64 reaches each hook through the `*at` calls only.
 pub const COVERAGE: &[(&[&str], &[&str])] = &[
     (
         &["open", "openat", "openat2", "creat"],
@@ -59,10 +60,17 @@ pub const COVERAGE: &[(&[&str], &[&str])] = &[
 
 const SECURITYFS_LSM: &str = "/sys/kernel/security/lsm";
 
+/// The covered syscalls of this architecture.
 pub fn coverage() -> String {
+    coverage_on(Arch::HOST)
+}
+
+fn coverage_on(arch: Arch) -> String {
     COVERAGE
         .iter()
-        .map(|(syscalls, _)| syscalls.join(", "))
+        .flat_map(|(syscalls, _)| syscalls.iter())
+        .filter(|name| arch.syscall_number(name).is_some())
+        .copied()
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -137,4 +145,34 @@ pub fn attach(kernel: &mut KernelPrograms, program: &'static str) -> Result<(), 
                 source,
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names;
+
+    /// Each name is a syscall of one table, and arm64's replacement of an x86_64-only call
+    /// passes through the same hooks (unlinkat through rmdir's too).
+    #[test]
+    fn covers_both_architectures() {
+        for name in COVERAGE.iter().flat_map(|(syscalls, _)| syscalls.iter()) {
+            let known = Arch::X86_64.syscall_number(name).is_some()
+                || Arch::Aarch64.syscall_number(name).is_some();
+            assert!(known, "{name} is no syscall");
+            let (Some(new), Some(old)) = (names::replacement(name), programs(name)) else {
+                continue;
+            };
+            let covered = programs(new).unwrap_or_default();
+            assert!(old.iter().all(|p| covered.contains(p)), "{name} -> {new}");
+        }
+        let arm64 = coverage_on(Arch::Aarch64);
+        assert!(arm64.starts_with("openat, openat2, read,"), "{arm64}");
+        assert!(
+            !arm64
+                .split(", ")
+                .any(|name| ["open", "fork", "rmdir"].contains(&name))
+        );
+        assert!(coverage_on(Arch::X86_64).starts_with("open, openat, openat2, creat, read,"));
+    }
 }

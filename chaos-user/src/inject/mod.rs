@@ -21,8 +21,9 @@ use self::engine::{Engine, EngineError};
 
 #[derive(Debug, Error)]
 pub enum InjectError {
-    #[error("unknown syscall `{0}` (names as in `man 2 syscalls`, e.g. openat)")]
-    UnknownSyscall(String),
+    /// Misspelt, or a name of the other architecture's table (`open` on arm64).
+    #[error(transparent)]
+    UnknownSyscall(#[from] crate::names::UnknownSyscall),
     #[error("unknown errno `{0}` (a name such as EACCES, or a number from 1 to 4095)")]
     UnknownErrno(String),
     #[error("unknown signal `{0}` (a name such as SIGKILL or SIGSTOP)")]

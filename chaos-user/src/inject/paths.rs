@@ -17,11 +17,28 @@ pub fn path_argument(syscall: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{self, Arch};
 
     #[test]
     fn path_arguments() {
         assert_eq!(path_argument("openat"), Some(1));
         assert_eq!(path_argument("open"), Some(0));
         assert_eq!(path_argument("getppid"), None);
+    }
+
+    /// On arm64, where x86_64's legacy calls are missing, their replacements filter on paths too.
+    #[test]
+    fn arm64_replacements_take_paths() {
+        for name in Arch::X86_64
+            .syscalls()
+            .filter(|n| path_argument(n).is_some())
+        {
+            if let Some(new) = names::replacement(name) {
+                assert!(
+                    path_argument(new).is_some(),
+                    "{name} takes a path, {new} not"
+                );
+            }
+        }
     }
 }

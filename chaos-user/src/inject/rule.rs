@@ -3,7 +3,6 @@
 use std::{str::FromStr as _, time::Duration};
 
 use nix::sys::signal::Signal;
-use syscalls::Sysno;
 
 use super::{InjectError, engine::EngineChoice, paths};
 use crate::names;
@@ -82,11 +81,9 @@ pub struct RuleSpec {
 
 impl RuleSpec {
     pub fn new(syscall: &str, fault: Fault) -> Result<Self, InjectError> {
-        let sysno = Sysno::from_str(syscall)
-            .map_err(|_| InjectError::UnknownSyscall(syscall.to_owned()))?;
         Ok(Self {
             syscall: syscall.to_owned(),
-            syscall_nr: sysno.id() as u32,
+            syscall_nr: names::syscall_number(syscall)?,
             fault,
             probability: 1.0,
             nth: None,

@@ -29,7 +29,9 @@ pub enum Arg {
 use Arg::*;
 
 /// The calls the trace decodes; the rest show raw arguments. No maintained crate carries syscall
-/// signatures, so this is the list people need most (file, socket, process and signal calls).
+/// signatures, so this is the list people need most (file, socket, process and signal calls),
+/// of both architectures: arm64 has only the `*at`, `p*` and flags variants of x86_64's legacy
+/// calls (`names::replacement`), so each of those is here too.
 const SIGNATURES: &[(&str, &[Arg])] = &[
     ("open", &[Path, OpenFlags, Mode]),
     ("openat", &[DirFd, Path, OpenFlags, Mode]),
@@ -67,11 +69,26 @@ const SIGNATURES: &[(&str, &[Arg])] = &[
     ("readlink", &[Path, Hex, Size]),
     ("readlinkat", &[DirFd, Path, Hex, Size]),
     ("chmod", &[Path, Mode]),
+    ("fchmodat", &[DirFd, Path, Mode]),
+    ("fchownat", &[DirFd, Path, Int, Int, Hex]),
+    ("linkat", &[DirFd, Path, DirFd, Hex, Hex]),
+    ("symlinkat", &[Hex, DirFd, Path]),
+    ("mknodat", &[DirFd, Path, Mode, Hex]),
+    ("utimensat", &[DirFd, Path, Hex, Hex]),
+    ("getdents64", &[Fd, Hex, Size]),
     ("execve", &[Path, Hex, Hex]),
     ("execveat", &[DirFd, Path, Hex, Hex, Hex]),
     ("dup", &[Fd]),
     ("dup2", &[Fd, Fd]),
     ("dup3", &[Fd, Fd, Hex]),
+    ("pipe", &[Hex]),
+    ("pipe2", &[Hex, Hex]),
+    ("poll", &[Hex, Int, Int]),
+    ("ppoll", &[Hex, Int, Hex, Hex, Size]),
+    ("select", &[Int, Hex, Hex, Hex, Hex]),
+    ("pselect6", &[Int, Hex, Hex, Hex, Hex, Hex]),
+    ("epoll_wait", &[Fd, Hex, Int, Int]),
+    ("epoll_pwait", &[Fd, Hex, Int, Int, Hex, Size]),
     ("fcntl", &[Fd, Int, Hex]),
     ("ioctl", &[Fd, Hex, Hex]),
     ("socket", &[Int, Int, Int]),
@@ -87,6 +104,11 @@ const SIGNATURES: &[(&str, &[Arg])] = &[
     ("shutdown", &[Fd, Int]),
     ("mmap", &[Hex, Size, Hex, Hex, Fd, Int]),
     ("munmap", &[Hex, Size]),
+    ("fork", &[]),
+    ("vfork", &[]),
+    // The order of clone's arguments differs between the architectures (tls and child_tid).
+    ("clone", &[Hex, Hex, Hex, Hex, Hex]),
+    ("clone3", &[Hex, Size]),
     ("kill", &[Int, Signal]),
     ("tkill", &[Int, Signal]),
     ("tgkill", &[Int, Int, Signal]),
@@ -211,6 +233,7 @@ pub fn socket_address(addr: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{self, Arch};
 
     #[test]
     fn decodes_openat() {
@@ -247,6 +270,42 @@ mod tests {
         let spec = trace_spec("openat");
         assert_eq!((spec.path_arg, spec.addr_arg), (1, NO_ARG));
         assert_eq!(trace_spec("connect").addr_arg, 1);
+    }
+
+    /// Every decoder is a call of one of the tables, and arm64's replacement of each x86_64-only
+    /// call decodes too, its path where the old call had one.
+    #[test]
+    fn decodes_the_calls_of_both_architectures() {
+        for (name, _) in SIGNATURES {
+            let nr = Arch::X86_64
+                .syscall_number(name)
+                .or(Arch::Aarch64.syscall_number(name));
+            assert!(nr.is_some(), "{name} is no syscall");
+            let Some(new) = names::replacement(name) else {
+                continue;
+            };
+            assert!(signature(new).is_some(), "{name} decodes, {new} does not");
+            if trace_spec(name).path_arg != NO_ARG {
+                assert_ne!(trace_spec(new).path_arg, NO_ARG, "{new} has no path");
+            }
+        }
+        for name in [
+            "openat",
+            "newfstatat",
+            "ppoll",
+            "pselect6",
+            "clone3",
+            "pipe2",
+            "dup3",
+        ] {
+            assert!(Arch::Aarch64.syscall_number(name).is_some());
+            assert!(signature(name).is_some(), "{name}");
+        }
+        let raw = [libc::AT_FDCWD as u64, 0x1000, 0x2000, 0, 0, 0];
+        assert_eq!(
+            arguments("newfstatat", &raw, "/x", &[]),
+            ["AT_FDCWD", "\"/x\"", "0x2000", "0x0"]
+        );
     }
 
     #[test]

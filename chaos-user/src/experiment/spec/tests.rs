@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use super::{SpecError, parse};
 use crate::{
     experiment::{plan, steady::Metric},
+    names::Arch,
     target::TargetSpec,
 };
 
@@ -67,6 +68,24 @@ fn every_example_parses_and_expands() {
         let experiment = parse(&text, &name).unwrap_or_else(|e| panic!("{e}"));
         let planned = plan::expand(&experiment).unwrap_or_else(|e| panic!("{e}"));
         assert!(!planned.is_empty(), "{name}");
+        // The examples run as written on both architectures: no `open`, `stat`, `fork`...
+        let conditions = experiment.steady.conditions.iter();
+        let metrics = conditions.filter_map(|c| match &c.metric.metric {
+            Metric::Syscall { name, .. } => Some(name.as_str()),
+            _ => None,
+        });
+        for syscall in planned
+            .iter()
+            .map(|p| p.rule.syscall.as_str())
+            .chain(metrics)
+        {
+            for arch in [Arch::X86_64, Arch::Aarch64] {
+                assert!(
+                    arch.check_syscall(syscall).is_ok(),
+                    "{name}: {syscall} on {arch}"
+                );
+            }
+        }
     }
 }
 

@@ -12,14 +12,16 @@
 //! it fails like one when what it times is not what it claims.
 //!
 //! This file: the mounts, the loopback interface, the test list, the watchdog and the summary.
-//! The tests are in monitor.rs, observe.rs (trace, HTTP), inject.rs (kprobe, fmod-ret, LSM; with
-//! inject/phase.rs) and inject/engines.rs (doctor against `syschaos.engines=`, the other engines, and
-//! the refusals of those the kernel lacks); what they share in helpers.rs and json.rs.
+//! The tests are in monitor.rs, observe.rs (trace, HTTP), names.rs (arm64's syscall names),
+//! inject.rs (kprobe, fmod-ret, LSM; with inject/phase.rs) and inject/engines.rs (doctor against
+//! `syschaos.engines=`, the other engines, and the refusals of those the kernel lacks); what they
+//! share in helpers.rs and json.rs.
 mod bench;
 mod helpers;
 mod inject;
 mod json;
 mod monitor;
+mod names;
 mod observe;
 
 use std::{
@@ -54,6 +56,7 @@ const TESTS: &[(&str, Test)] = &[
     ("inject-stop", inject::engines::inject_stop),
     ("inject-refused", inject::inject_refused),
     ("engines-refused", inject::engines::engines_refused),
+    ("arm64-names", names::arm64_names),
     ("bench-kprobe", bench::bench_kprobe),
 ];
 const DEFAULT_TESTS: &str = "monitor";

@@ -120,6 +120,22 @@ pub fn run_round(options: &Options, round: u64) -> String {
             unsafe { libc::close(fd) };
         }
     }
+    for _ in 0..options.count("stat-missing") {
+        // newfstatat itself, whatever the C library would call: its number differs between
+        // the architectures (262 on x86_64, 79 on arm64, where stat(2) has no call of its own).
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a valid NUL-terminated path and a buffer of the kernel's struct stat.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_newfstatat,
+                libc::AT_FDCWD,
+                options.missing_path.as_ptr(),
+                stat.as_mut_ptr(),
+                0,
+            )
+        };
+        tallies.entry("stat-missing").or_default().record(ret);
+    }
     file_calls(options, &mut tallies);
     if options.count("connect") > 0 {
         connects(

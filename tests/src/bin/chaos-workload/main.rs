@@ -26,6 +26,7 @@
 //!                                   --per-connection N: N requests per connection (keep-alive).
 //!
 //! CALLS, made in this order: --getppid N, --open-missing N (openat of --path, a missing file),
+//! --stat-missing N (the newfstatat syscall on --path),
 //! --read N, --write N, --fsync N (on --file, created first), --connect N (TCP connects to a
 //! listener of its own on 127.0.0.1, inside its own network namespace), --time-getppid N (each
 //! getppid timed: the report adds min_ns, p50_ns, p99_ns, max_ns and `slow`, the calls that took
@@ -54,7 +55,7 @@ use std::{
 use calls::run_round;
 use http::{Site, load, serve};
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 13] = [
     "getppid",
     "open-missing",
     "read",
@@ -67,6 +68,7 @@ const KINDS: [&str; 12] = [
     "alternate",
     "pipe-read",
     "vfork",
+    "stat-missing",
 ];
 
 fn main() -> ExitCode {
@@ -95,7 +97,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--vfork N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--vfork N] [--stat-missing N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }
