@@ -9,7 +9,11 @@
 //!   -ERESTARTSYS, which the kernel restarts; epoll_pwait: -EINTR, which it does not), and each
 //!   is re-issued after the delay and gets its byte, no EINTR seen by anyone. Then a blocking
 //!   read failed with EAGAIN: returned instead of it, after the rule's 30 ms.
-use std::{path::Path, thread, time::Duration};
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
 
 use super::{
     NEIGHBOUR,
@@ -86,6 +90,30 @@ pub fn inject_stop_blocking() -> Result<(), String> {
     after_round(&target, &faults())
 }
 
+/// The tracer seized the workload `pid` before it starts its calls (it sleeps `wait` first).
+fn seized_within(pid: u32, wait: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let tracer = status
+            .lines()
+            .find_map(|line| line.strip_prefix("TracerPid:"))
+            .map(str::trim);
+        if tracer.is_some_and(|t| t != "0") {
+            println!(
+                "    the tracer seized the target after {} ms",
+                start.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!(
+        "the tracer did not seize the target's workload within {} ms, before its calls",
+        wait.as_millis()
+    ))
+}
+
 /// What the after-round (chaos-user gone) makes: nothing of it may fail.
 fn faults() -> [super::phase::Fault; 2] {
     [
@@ -130,9 +158,11 @@ impl Round {
             ]
             .map(str::to_owned),
         );
-        let inside = Workload::start(&workload, target);
-        let outside = Workload::start(&workload, Path::new(NEIGHBOUR));
-        let (inside, outside) = (inside?.report(), outside?.report());
+        let inside = Workload::start(&workload, target)?;
+        let outside = Workload::start(&workload, Path::new(NEIGHBOUR))?;
+        let seized = seized_within(inside.pid(), Duration::from_millis(PTRACE_WAIT_MS));
+        let (inside, outside) = (inside.report(), outside.report());
+        seized?;
         // Let one more JSON snapshot (1s interval) see the last injection.
         thread::sleep(Duration::from_millis(1500));
         chaos_user.interrupt()?;
