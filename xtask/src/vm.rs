@@ -32,7 +32,7 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "LIST")]
     tests: Option<String>,
     /// Kill QEMU and fail the kernel after this long (e.g. 120s, 3m).
-    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
     timeout: Duration,
     /// RUST_LOG for chaos-user in the VM (`debug` shows a refused program's whole verifier log).
     #[arg(long, value_name = "LEVEL")]
@@ -51,8 +51,9 @@ impl Default for VmTestArgs {
     }
 }
 
-/// Each kernel's tests take about 50 s under TCG; the machine may be busy.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Each x86_64 kernel's tests take about 50 s under TCG, the arm64 kernel's about 200 s; the
+/// machine may be busy.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum KernelChoice {
