@@ -94,7 +94,7 @@ impl Tally {
 /// Makes one round of calls and returns the JSON report.
 pub fn run_round(options: &Options, round: u64) -> String {
     let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    std::thread::sleep(options.wait);
+    sleep(options.wait);
     for _ in 0..options.count("getppid") {
         // SAFETY: no arguments; an injected fault shows as -1 with errno.
         let result = unsafe { libc::syscall(libc::SYS_getppid) };
@@ -132,6 +132,7 @@ pub fn run_round(options: &Options, round: u64) -> String {
     forks_getppid(options, &mut tallies);
     pipe_reads(options, &mut tallies);
     epoll_waits(options, &mut tallies);
+    nanosleeps(options, &mut tallies);
     for _ in 0..options.count("vfork") {
         vfork_sleeping_child(tallies.entry("vfork").or_default());
     }
@@ -334,6 +335,51 @@ fn epoll_waits(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
     }
 }
 
+/// The workload's own sleeps, through the nanosleep syscall: Rust's `thread::sleep` is a
+/// clock_nanosleep on some targets (aarch64 musl), and `--nanosleep` must be the only one.
+fn sleep(duration: Duration) {
+    let mut request = libc::timespec {
+        tv_sec: duration.as_secs() as _,
+        tv_nsec: duration.subsec_nanos() as _,
+    };
+    let request = std::ptr::from_mut(&mut request);
+    // SAFETY: the kernel reads `request` and writes what is left of it after an interruption.
+    while unsafe { libc::syscall(libc::SYS_nanosleep, request, request) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+}
+
+/// Sleeps of 20 ms: a raw clock_nanosleep on CLOCK_MONOTONIC (the workload's other sleeps use
+/// the nanosleep syscall). A signal interrupts it with
+/// -ERESTART_RESTARTBLOCK: the kernel goes on through restart_syscall.
+fn nanosleeps(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let n = options.count("nanosleep");
+    if n == 0 {
+        return;
+    }
+    let tally = tallies.entry("nanosleep").or_default();
+    tally.slow = options.slow;
+    let request = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000_000,
+    };
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        // SAFETY: the kernel reads `request`; no remainder is asked for.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_clock_nanosleep,
+                libc::CLOCK_MONOTONIC,
+                0,
+                &request,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        tally.latencies.push(start.elapsed().as_nanos() as u64);
+        tally.record(result);
+    }
+}
+
 /// One `wait` on the read end of an empty pipe that a thread writes one byte to 20 ms later,
 /// timed as `kind` from its start, and the write as `pipe-write`.
 fn wait_for_pipe(
@@ -351,7 +397,7 @@ fn wait_for_pipe(
     }
     let start = std::time::Instant::now();
     let writer = std::thread::spawn(move || {
-        std::thread::sleep(WRITE_AFTER);
+        sleep(WRITE_AFTER);
         // SAFETY: the write end is open until joined; one byte from a static buffer.
         unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
         start.elapsed().as_nanos() as u64

@@ -35,7 +35,8 @@
 //! times: calls of two syscalls in turn), --pipe-read N (a read of an empty pipe that blocks until
 //! a thread writes to it 20 ms later, EINTR not retried; timed as `pipe-read`, and the writes as
 //! `pipe-write`, from the read's start), --epoll-wait N (the same with an epoll_pwait on the pipe,
-//! which a signal interrupts with EINTR, never restarted; timed as `epoll-wait`), --vfork N (a
+//! which a signal interrupts with EINTR, never restarted; timed as `epoll-wait`), --nanosleep N
+//! (a clock_nanosleep of 20 ms, which the kernel restarts through restart_syscall), --vfork N (a
 //! clone with CLONE_VFORK of a child that sleeps 2 s and exits: the parent waits, unwakeable by
 //! signals). --wait-ms MS sleeps before the calls.
 //!
@@ -56,7 +57,7 @@ use std::{
 use calls::run_round;
 use http::{Site, load, serve};
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
     "getppid",
     "open-missing",
     "read",
@@ -69,6 +70,7 @@ const KINDS: [&str; 13] = [
     "alternate",
     "pipe-read",
     "epoll-wait",
+    "nanosleep",
     "vfork",
 ];
 
@@ -98,7 +100,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--epoll-wait N] [--vfork N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--epoll-wait N] [--nanosleep N] [--vfork N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }

@@ -7,8 +7,10 @@
 //! - `inject-stop-blocking`: getppid delayed 50 ms (held after it ran); a blocking pipe read and
 //!   a blocking epoll_pwait delayed 200 ms: the engine's SIGSTOP interrupts them (read:
 //!   -ERESTARTSYS, which the kernel restarts; epoll_pwait: -EINTR, which it does not), and each
-//!   is re-issued after the delay and gets its byte, no EINTR seen by anyone. Then a blocking
-//!   read failed with EAGAIN: returned instead of it, after the rule's 30 ms.
+//!   is re-issued after the delay and gets its byte, no EINTR seen by anyone; clock_nanosleep
+//!   delayed 100 ms, interrupted with -ERESTART_RESTARTBLOCK (on arm64 it goes on as
+//!   restart_syscall), each of them decided anew. Then a blocking read failed with EAGAIN:
+//!   returned instead of it, after the rule's 30 ms.
 use std::{
     path::Path,
     thread,
@@ -61,21 +63,32 @@ pub fn inject_stop_blocking() -> Result<(), String> {
             "getppid,delay=50ms,engine=stop",
             "read,delay=200ms,engine=stop",
             "epoll_pwait,delay=200ms,engine=stop",
+            "clock_nanosleep,delay=100ms,engine=stop",
         ],
-        &["--time-getppid", "--pipe-read", "--epoll-wait"],
+        &[
+            "--time-getppid",
+            "--pipe-read",
+            "--epoll-wait",
+            "--nanosleep",
+        ],
     )?;
     round.held("target", "time-getppid", 50 * MS)?;
     round.held("target", "pipe-read", 200 * MS)?;
     round.held("target", "epoll-wait", 200 * MS)?;
-    for syscall in ["getppid", "read", "epoll_pwait"] {
+    round.held("target", "nanosleep", 100 * MS)?;
+    for syscall in ["getppid", "read", "epoll_pwait", "clock_nanosleep"] {
         round.injected(syscall, "delay", "stop")?;
-        // One call each, none failed: the interrupted exits are none the workload saw.
+    }
+    // One call each, none failed: the interrupted exits are none the workload saw. (An
+    // interrupted clock_nanosleep goes on as restart_syscall on arm64, and is counted so.)
+    for syscall in ["getppid", "read", "epoll_pwait"] {
         round.monitored(syscall, &[])?;
     }
     round.neighbour_untouched(&[
         ("time-getppid", 50 * MS),
         ("pipe-read", 200 * MS),
         ("epoll-wait", 200 * MS),
+        ("nanosleep", 100 * MS),
     ])?;
     let round = Round::run(
         &target,
