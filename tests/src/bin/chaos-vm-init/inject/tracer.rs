@@ -218,7 +218,9 @@ impl Round {
         println!("    {who} {kind}: the fastest took {} ms", min / MS);
         if min < at_least {
             return Err(format!(
-                "the {who}'s {kind}: a call took {min} ns, all should take {at_least} ns or more"
+                "the {who}'s {kind}: a call took {min} ns, all should take {at_least} ns or more; \
+                 chaos-user's last snapshot of the target: {:?}",
+                self.target_entries("syscalls").collect::<Vec<_>>()
             ));
         }
         let outcome = Outcome::of(self.report(who), kind)?;
@@ -236,7 +238,9 @@ impl Round {
         let every: Vec<u64> = (1..=CALLS).collect();
         if outcome.failed_at != every || outcome.errnos != [(errno.to_string(), CALLS)] {
             return Err(format!(
-                "the {who}'s {kind}: {outcome}, expected all {CALLS} failing with errno {errno}"
+                "the {who}'s {kind}: {outcome}, expected all {CALLS} failing with errno {errno}; \
+                 chaos-user's last snapshot of the target: {:?}",
+                self.target_entries("syscalls").collect::<Vec<_>>()
             ));
         }
         Ok(())
