@@ -65,10 +65,11 @@ impl Tracer {
 impl Tracer {
     /// A thread seized for the stop engine: the kernel may stop it from now on.
     pub fn stop_track(&mut self, tid: i32) {
-        if let Some(faults) = &mut self.stop_faults
-            && let Err(e) = faults.insert(tid as u32, StopFault::default(), 0)
-        {
-            eprintln!("syschaos: stop: thread {tid} cannot be perturbed: {e}");
+        if let Some(faults) = &mut self.stop_faults {
+            match faults.insert(tid as u32, StopFault::default(), 0) {
+                Ok(()) => log::debug!("stop: thread {tid} tracked"),
+                Err(e) => eprintln!("syschaos: stop: thread {tid} cannot be perturbed: {e}"),
+            }
         }
     }
 
@@ -76,6 +77,7 @@ impl Tracer {
     pub fn stop_untrack(&mut self, tid: i32) {
         if let Some(faults) = &mut self.stop_faults {
             let _ = faults.remove(&(tid as u32));
+            log::debug!("stop: thread {tid} untracked");
         }
     }
 }
