@@ -51,7 +51,7 @@ impl Default for VmTestArgs {
     }
 }
 
-/// Each x86_64 kernel's tests take about 50 s under TCG, the arm64 kernel's about 200 s; the
+/// Each x86_64 kernel's tests take about 50 s under TCG, the arm64 kernel's about 150 s; the
 /// machine may be busy.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
