@@ -441,6 +441,12 @@ pub struct StopFault {
     /// [`StopFault::REISSUING`].
     pub state: u32,
     pub delay_ns: u64,
+    /// The call's first argument at entry: on arm64 its register holds the return value by the
+    /// stop, and a call that returned -EINTR is re-issued with it.
+    pub arg0: u64,
+    /// What the call returned at `sys_exit`, kernel-internal restart codes included (0 until
+    /// then): arm64 rewinds a restartable call before the stop, so its register no longer says.
+    pub ret: i64,
 }
 
 impl StopFault {
@@ -512,7 +518,7 @@ const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
 const _: () = assert!(core::mem::size_of::<HttpStats>() == 24 + 8 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 16);
 const _: () = assert!(core::mem::size_of::<InjectRule>() == 16 + 8 * 7 + 8 + PATH_PREFIX_MAX);
-const _: () = assert!(core::mem::size_of::<StopFault>() == 24);
+const _: () = assert!(core::mem::size_of::<StopFault>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

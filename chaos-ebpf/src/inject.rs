@@ -78,7 +78,8 @@ pub fn decide(ctx: &RawTracePointContext, call: &mut InflightCall) {
         return;
     }
     if rule.engine == ENGINE_STOP {
-        crate::inject_stop::stop(rule, call);
+        let arg0 = crate::regs::syscall_arg(ctx.arg(0), 0).unwrap_or(0);
+        crate::inject_stop::stop(rule, call, arg0);
         return;
     }
     call.pending_errno = rule.errno_or_signal;

@@ -29,12 +29,13 @@ const ERESTARTNOINTR: i64 = 513;
 const ERESTARTNOHAND: i64 = 514;
 const ERESTART_RESTARTBLOCK: i64 = 516;
 
-/// Carries out a decision: records the fault, stops the thread. Only a thread the tracer has
+/// Carries out a decision: records the fault (with the call's first argument, `arg0`), stops the
+/// thread. Only a thread the tracer has
 /// seized (it has an entry) is stopped: a SIGSTOP nobody handles would stop the process. An errno
 /// is what the application will see, so the monitor counts it (`fault_errno`) whatever the call
 /// returns.
 #[inline(always)]
-pub fn stop(rule: &mut InjectRule, call: &mut InflightCall) {
+pub fn stop(rule: &mut InjectRule, call: &mut InflightCall, arg0: u64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(fault) = STOP_FAULTS.get_ptr_mut(&tid) else {
         return;
@@ -47,6 +48,8 @@ pub fn stop(rule: &mut InjectRule, call: &mut InflightCall) {
     fault.syscall = call.syscall;
     fault.errno = rule.errno_or_signal;
     fault.delay_ns = rule.delay_ns;
+    fault.arg0 = arg0;
+    fault.ret = 0;
     fault.state = StopFault::DECIDED;
     unsafe { bpf_send_signal_thread(SIGSTOP) };
     call.injected = 1;
@@ -70,19 +73,14 @@ pub fn is_reissue(call: &InflightCall) -> bool {
     true
 }
 
-/// At `sys_exit` of a call this engine perturbed: true when the signal interrupted it and the
-/// tracer will re-issue it (a delay alone), so this exit is none the application sees. Marks the
-/// fault for the tracer and for the re-entry.
+/// At `sys_exit` of a call this engine perturbed: records what it returned for the tracer, and
+/// returns true when the signal interrupted it and the tracer will re-issue it (a delay alone),
+/// so this exit is none the application sees. Marks the fault for the tracer and for the
+/// re-entry.
 #[inline(always)]
 pub fn reissued(call: &InflightCall, ret: i64) -> bool {
     // A call no longer in flight (`start_ns` 0) is an old one of this thread's.
-    if call.start_ns == 0 || call.injected == 0 || call.fault_errno != 0 {
-        return false;
-    }
-    if !matches!(
-        -ret,
-        EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
-    ) {
+    if call.start_ns == 0 || call.injected == 0 {
         return false;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -90,7 +88,16 @@ pub fn reissued(call: &InflightCall, ret: i64) -> bool {
         return false;
     };
     let fault = unsafe { &mut *fault };
-    if fault.state != StopFault::DECIDED || fault.syscall != call.syscall || fault.errno != 0 {
+    if fault.state != StopFault::DECIDED || fault.syscall != call.syscall {
+        return false;
+    }
+    fault.ret = ret;
+    if fault.errno != 0
+        || !matches!(
+            -ret,
+            EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+        )
+    {
         return false;
     }
     fault.state = StopFault::REISSUE;

@@ -183,11 +183,6 @@ pub fn probe() -> Result<(), EngineError> {
 
 /// What the tracer needs of the host, checked without tracing anything.
 pub fn probe_host() -> Result<(), EngineError> {
-    if !cfg!(target_arch = "x86_64") {
-        return Err(host(
-            "not yet on this architecture: the ptrace and stop engines support x86_64 only",
-        ));
-    }
     if std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .is_ok_and(|scope| scope.trim() == "3")
     {

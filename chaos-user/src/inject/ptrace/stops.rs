@@ -16,22 +16,20 @@ use super::{
 /// `STOP_FAULTS`, through chaos-user's own descriptor of it.
 pub type StopFaults = HashMap<MapData, u32, StopFault>;
 
-/// What an interruptible call returns when a signal is pending (kernel-internal codes included).
-const INTERRUPTED: [i64; 5] = [
-    libc::EINTR as i64,
-    512, // ERESTARTSYS
-    513, // ERESTARTNOINTR
-    514, // ERESTARTNOHAND
-    516, // ERESTART_RESTARTBLOCK
-];
+/// Whether an interruptible call that returned this found a signal pending: -EINTR or a
+/// kernel-internal restart code.
+fn interrupted(returned: i64) -> bool {
+    returned == -i64::from(libc::EINTR) || sys::RESTART_CODES.contains(&-returned)
+}
 
-/// What the thread's call becomes when it goes on.
+/// What the thread's call becomes when it goes on. `returned`: what the call returned,
+/// kernel-internal codes included; `arg0`: its first argument (arm64 needs both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopAction {
     /// The call returns -errno: after it ran (it did not block), or instead of it (it did).
-    Errno(u32),
+    Errno { errno: u32, returned: i64 },
     /// The signal interrupted the call: it is issued again, as the kernel restarts calls.
-    Reissue,
+    Reissue { returned: i64, arg0: u64 },
     /// A delay alone after a call that completed: its result stands.
     Keep,
 }
@@ -67,10 +65,11 @@ impl Tracer {
 impl Tracer {
     /// A thread seized for the stop engine: the kernel may stop it from now on.
     pub fn stop_track(&mut self, tid: i32) {
-        if let Some(faults) = &mut self.stop_faults
-            && let Err(e) = faults.insert(tid as u32, StopFault::default(), 0)
-        {
-            eprintln!("syschaos: stop: thread {tid} cannot be perturbed: {e}");
+        if let Some(faults) = &mut self.stop_faults {
+            match faults.insert(tid as u32, StopFault::default(), 0) {
+                Ok(()) => log::debug!("stop: thread {tid} tracked"),
+                Err(e) => eprintln!("syschaos: stop: thread {tid} cannot be perturbed: {e}"),
+            }
         }
     }
 
@@ -78,6 +77,7 @@ impl Tracer {
     pub fn stop_untrack(&mut self, tid: i32) {
         if let Some(faults) = &mut self.stop_faults {
             let _ = faults.remove(&(tid as u32));
+            log::debug!("stop: thread {tid} untracked");
         }
     }
 }
@@ -99,6 +99,8 @@ pub fn take(faults: &mut StopFaults, tid: i32) -> Option<StopFault> {
     let fault = faults.get(&(tid as u32), 0).ok()?;
     let now = match fault.state {
         StopFault::DECIDED => StopFault::default(),
+        // Unless it re-enters as `restart_syscall` (arm64), which consumes no marker.
+        StopFault::REISSUE if !sys::reenters_as_itself(fault.ret) => StopFault::default(),
         StopFault::REISSUE => StopFault {
             state: StopFault::REISSUING,
             ..fault
@@ -123,19 +125,24 @@ pub fn pending_fault(faults: &StopFaults, tid: i32) -> bool {
 
 /// How the fault applies to the call the thread stopped after.
 pub fn action(tid: i32, fault: &StopFault) -> Option<StopAction> {
-    let interrupted = INTERRUPTED.contains(&-sys::return_value(tid).ok()?);
-    Some(match (fault.errno, interrupted) {
-        (0, true) => StopAction::Reissue,
+    let returned = sys::return_value(tid, fault.ret).ok()?;
+    Some(match (fault.errno, interrupted(returned)) {
+        (0, true) => StopAction::Reissue {
+            returned,
+            arg0: fault.arg0,
+        },
         (0, false) => StopAction::Keep,
-        (errno, _) => StopAction::Errno(errno),
+        (errno, _) => StopAction::Errno { errno, returned },
     })
 }
 
 /// Puts the action in the stopped thread's registers.
 pub fn apply(tid: i32, action: StopAction) {
     let result = match action {
-        StopAction::Errno(errno) => sys::set_return(tid, -i64::from(errno)),
-        StopAction::Reissue => sys::reissue(tid),
+        StopAction::Errno { errno, returned } => {
+            sys::fail_at_signal_stop(tid, -i64::from(errno), returned)
+        }
+        StopAction::Reissue { returned, arg0 } => sys::reissue(tid, returned, arg0),
         StopAction::Keep => Ok(()),
     };
     if let Err(e) = result

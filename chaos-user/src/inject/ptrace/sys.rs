@@ -90,6 +90,10 @@ pub fn detach(tid: i32, signal: i32) -> Result<(), Errno> {
     request(libc::PTRACE_DETACH as _, tid, 0, signal as usize).map(drop)
 }
 
+/// What a restartable call returns when a signal interrupts it (kernel-internal codes, never
+/// seen by the application): ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK.
+pub const RESTART_CODES: [i64; 4] = [512, 513, 514, 516];
+
 /// The tracee's registers, where they differ between architectures.
 #[cfg(target_arch = "x86_64")]
 mod regs {
@@ -118,55 +122,122 @@ mod regs {
         ptrace::write_user(pid, offset as _, value as libc::c_long)
     }
 
-    /// The value the interrupted call returned.
-    pub fn return_value(pid: Pid) -> Result<i64, Errno> {
+    /// At a signal-delivery-stop, rax still holds what the call returned: the kernel rewinds a
+    /// restartable call after the stop, and only if rax still asks for it.
+    pub fn return_value(pid: Pid, _recorded: i64) -> Result<i64, Errno> {
         Ok(ptrace::getregs(pid)?.rax as i64)
+    }
+
+    /// -errno in rax: the kernel then restarts nothing.
+    pub fn fail_at_signal_stop(pid: Pid, value: i64, _returned: i64) -> Result<(), Errno> {
+        set_return(pid, value)
     }
 
     /// Issues the call again: the syscall number back in rax, the instruction pointer back over
     /// the 2-byte `syscall` instruction (what the kernel does for a restarted call).
-    pub fn reissue(pid: Pid) -> Result<(), Errno> {
+    pub fn reissue(pid: Pid, _returned: i64, _arg0: u64) -> Result<(), Errno> {
         let mut regs = ptrace::getregs(pid)?;
         regs.rax = regs.orig_rax;
         regs.rip -= 2;
         ptrace::setregs(pid, regs)
     }
+
+    /// The re-issued call enters under its own number ([`reissue`] puts it back).
+    pub fn reenters_as_itself(_returned: i64) -> bool {
+        true
+    }
 }
 
-/// Not yet on arm64 (PTRACE_GETREGSET, NT_ARM_SYSTEM_CALL to skip a call): the ptrace and stop
-/// engines' probe (`probe_host`) refuses them there, so none of these runs.
-#[cfg(not(target_arch = "x86_64"))]
+/// arm64: the general registers through PTRACE_GETREGSET/SETREGSET (NT_PRSTATUS, what nix's
+/// getregs/setregs do there; no PEEKUSER), the syscall number through NT_ARM_SYSTEM_CALL.
+#[cfg(target_arch = "aarch64")]
 mod regs {
-    use nix::{errno::Errno, unistd::Pid};
+    use nix::{errno::Errno, sys::ptrace, unistd::Pid};
+
+    use super::RESTART_CODES;
 
     /// `AUDIT_ARCH_AARCH64`: 32-bit (compat) tracees have another table.
     const AUDIT_ARCH: u32 = 0xc000_00b7;
+    /// The regset of the syscall number (an int), writable at a syscall-entry stop.
+    const NT_ARM_SYSTEM_CALL: usize = 0x404;
+    /// `svc #0`, the instruction a call is issued by.
+    const SVC_LEN: u64 = 4;
+    const ERESTART_RESTARTBLOCK: i64 = 516;
 
     pub fn native(arch: u32, _nr: u64) -> bool {
         arch == AUDIT_ARCH
     }
 
-    pub fn skip_call(_: Pid) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    /// Syscall number -1, and x0 = -ENOSYS: arm64 (unlike x86) leaves x0, the first argument,
+    /// as the skipped call's return value, which chaos-user killed between the two stops would
+    /// leave behind.
+    pub fn skip_call(pid: Pid) -> Result<(), Errno> {
+        set_return(pid, -i64::from(libc::ENOSYS))?;
+        let mut nr: libc::c_int = -1;
+        let iov = libc::iovec {
+            iov_base: std::ptr::from_mut(&mut nr).cast(),
+            iov_len: size_of::<libc::c_int>(),
+        };
+        super::request(
+            libc::PTRACE_SETREGSET as _,
+            pid.as_raw(),
+            NT_ARM_SYSTEM_CALL,
+            std::ptr::from_ref(&iov) as usize,
+        )
+        .map(drop)
     }
 
-    pub fn set_return(_: Pid, _: i64) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    /// x0. At a syscall stop the kernel puts x7 back after the stop, so writing the whole set
+    /// back does not disturb it.
+    pub fn set_return(pid: Pid, value: i64) -> Result<(), Errno> {
+        let mut regs = ptrace::getregs(pid)?;
+        regs.regs[0] = value as u64;
+        ptrace::setregs(pid, regs)
     }
 
-    pub fn return_value(_: Pid) -> Result<i64, Errno> {
-        Err(Errno::ENOSYS)
+    /// Before the signal-delivery-stop the kernel has rewound a restartable call (x0 back to
+    /// its first argument, pc back over `svc`): x0 no longer says, what the kernel's `sys_exit`
+    /// program recorded does.
+    pub fn return_value(_pid: Pid, recorded: i64) -> Result<i64, Errno> {
+        Ok(recorded)
     }
 
-    pub fn reissue(_: Pid) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    /// x0 = -errno, and past the `svc` again if the kernel rewound the call (then it restarts
+    /// nothing: pc is no longer where it left it).
+    pub fn fail_at_signal_stop(pid: Pid, value: i64, returned: i64) -> Result<(), Errno> {
+        let mut regs = ptrace::getregs(pid)?;
+        regs.regs[0] = value as u64;
+        if RESTART_CODES.contains(&-returned) {
+            regs.pc += SVC_LEN;
+        }
+        ptrace::setregs(pid, regs)
+    }
+
+    /// A call the kernel rewound is re-issued as it is; one that returned -EINTR (not
+    /// restartable: epoll_wait, sigtimedwait...) gets its first argument back in x0 and pc back
+    /// over the `svc` (x8, the syscall number, survives the call).
+    pub fn reissue(pid: Pid, returned: i64, arg0: u64) -> Result<(), Errno> {
+        if RESTART_CODES.contains(&-returned) {
+            return Ok(());
+        }
+        let mut regs = ptrace::getregs(pid)?;
+        regs.regs[0] = arg0;
+        regs.pc -= SVC_LEN;
+        ptrace::setregs(pid, regs)
+    }
+
+    /// A call that returned -ERESTART_RESTARTBLOCK (nanosleep, poll, futex with a timeout...)
+    /// goes on as `restart_syscall`, which the kernel substitutes after the stop.
+    pub fn reenters_as_itself(returned: i64) -> bool {
+        -returned != ERESTART_RESTARTBLOCK
     }
 }
 
 /// Makes the call at this syscall-entry stop invalid: the kernel skips it, and it returns -ENOSYS
 /// unless the exit stop sets the return value ([`set_return`]). The target's seccomp filter runs
 /// after the entry stop and sets its own value for the invalid number (Docker's: -ENOSYS, seen
-/// when chaos-user was killed between the two stops), so setting it here already would not help.
+/// when chaos-user was killed between the two stops), so on x86 setting it here already would not
+/// help; arm64 needs it (see its `regs::skip_call`).
 pub fn skip_call(tid: i32) -> Result<(), Errno> {
     regs::skip_call(pid(tid))
 }
@@ -176,14 +247,26 @@ pub fn set_return(tid: i32, value: i64) -> Result<(), Errno> {
     regs::set_return(pid(tid), value)
 }
 
-/// What the call the tracee stopped after returned.
-pub fn return_value(tid: i32) -> Result<i64, Errno> {
-    regs::return_value(pid(tid))
+/// What the call the tracee stopped after (at a signal-delivery-stop) returned, kernel-internal
+/// restart codes included; `recorded`: what the kernel's `sys_exit` program saw it return.
+pub fn return_value(tid: i32, recorded: i64) -> Result<i64, Errno> {
+    regs::return_value(pid(tid), recorded)
 }
 
-/// Makes the call the tracee stopped after be issued again when it resumes.
-pub fn reissue(tid: i32) -> Result<(), Errno> {
-    regs::reissue(pid(tid))
+/// At a signal-delivery-stop after a call that `returned` this: the call returns `value`.
+pub fn fail_at_signal_stop(tid: i32, value: i64, returned: i64) -> Result<(), Errno> {
+    regs::fail_at_signal_stop(pid(tid), value, returned)
+}
+
+/// Makes the call the tracee stopped after (which `returned` this; `arg0`: its first argument)
+/// be issued again when it resumes.
+pub fn reissue(tid: i32, returned: i64, arg0: u64) -> Result<(), Errno> {
+    regs::reissue(pid(tid), returned, arg0)
+}
+
+/// Whether a call that `returned` this and is re-issued enters again under its own number.
+pub fn reenters_as_itself(returned: i64) -> bool {
+    regs::reenters_as_itself(returned)
 }
 
 const PTRACE_GET_SYSCALL_INFO: libc::c_int = 0x420e;

@@ -274,6 +274,10 @@ impl Workload {
         Ok(Self { child, what })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the report (one JSON line: far less than a pipe holds, so waiting first is fine).
     pub fn report(mut self) -> Result<json::Value, String> {
         let status = wait_timeout(&mut self.child, Duration::from_secs(30))

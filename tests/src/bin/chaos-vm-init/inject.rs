@@ -7,6 +7,7 @@
 //! cgroup must see no failure at all.
 pub mod engines;
 mod phase;
+pub mod tracer;
 
 use std::{
     path::{Path, PathBuf},

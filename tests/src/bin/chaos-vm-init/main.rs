@@ -13,9 +13,10 @@
 //!
 //! This file: the mounts, the loopback interface, the test list, the watchdog and the summary.
 //! The tests are in monitor.rs, observe.rs (trace, HTTP), names.rs (arm64's syscall names),
-//! inject.rs (kprobe, fmod-ret, LSM; with inject/phase.rs) and inject/engines.rs (doctor against
-//! `syschaos.engines=`, the other engines, and the refusals of those the kernel lacks); what they
-//! share in helpers.rs and json.rs.
+//! inject.rs (kprobe, fmod-ret, LSM; with inject/phase.rs), inject/engines.rs (doctor against
+//! `syschaos.engines=`, the other engines, and the refusals of those the kernel lacks) and
+//! inject/tracer.rs (the tracer engines' delays and blocking calls); what they share in helpers.rs
+//! and json.rs.
 mod bench;
 mod helpers;
 mod inject;
@@ -54,6 +55,8 @@ const TESTS: &[(&str, Test)] = &[
     ("inject-signal", inject::engines::inject_signal),
     ("inject-ptrace", inject::engines::inject_ptrace),
     ("inject-stop", inject::engines::inject_stop),
+    ("inject-ptrace-delay", inject::tracer::inject_ptrace_delay),
+    ("inject-stop-blocking", inject::tracer::inject_stop_blocking),
     ("inject-refused", inject::inject_refused),
     ("engines-refused", inject::engines::engines_refused),
     ("arm64-names", names::arm64_names),

@@ -94,7 +94,7 @@ impl Tally {
 /// Makes one round of calls and returns the JSON report.
 pub fn run_round(options: &Options, round: u64) -> String {
     let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    std::thread::sleep(options.wait);
+    sleep(options.wait);
     for _ in 0..options.count("getppid") {
         // SAFETY: no arguments; an injected fault shows as -1 with errno.
         let result = unsafe { libc::syscall(libc::SYS_getppid) };
@@ -147,6 +147,8 @@ pub fn run_round(options: &Options, round: u64) -> String {
     threads_getppid(options, &mut tallies);
     forks_getppid(options, &mut tallies);
     pipe_reads(options, &mut tallies);
+    epoll_waits(options, &mut tallies);
+    nanosleeps(options, &mut tallies);
     for _ in 0..options.count("vfork") {
         vfork_sleeping_child(tallies.entry("vfork").or_default());
     }
@@ -303,40 +305,134 @@ fn connects(n: u64, tally: &mut Tally) {
 /// Reads that block: each of an empty pipe that a thread writes one byte to 20 ms later. EINTR is
 /// a failure here (not retried): a perturbation that interrupts the read must not show.
 fn pipe_reads(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
-    const WRITE_AFTER: Duration = Duration::from_millis(20);
     for _ in 0..options.count("pipe-read") {
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
-            tallies.entry("pipe-read").or_default().record(-1);
+        wait_for_pipe(options, tallies, "pipe-read", |fd| {
+            let mut byte = [0u8; 1];
+            // SAFETY: the read end is open; the buffer holds one byte.
+            unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) as i64 }
+        });
+    }
+}
+
+/// epoll_pwait calls that block the same way, until the pipe they watch is readable. A signal
+/// makes epoll_pwait return EINTR, which the kernel never restarts (unlike read's ERESTARTSYS).
+/// The raw syscall: musl's epoll_wait is epoll_pwait too, glibc's is not.
+fn epoll_waits(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    for _ in 0..options.count("epoll-wait") {
+        // SAFETY: creates a descriptor of ours.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            tallies.entry("epoll-wait").or_default().record(-1);
             continue;
         }
-        let start = std::time::Instant::now();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(WRITE_AFTER);
-            // SAFETY: the write end is open until joined; one byte from a static buffer.
-            unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
-            start.elapsed().as_nanos() as u64
+        wait_for_pipe(options, tallies, "epoll-wait", |fd| {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            // SAFETY: both descriptors are open; the kernel reads and writes `event`.
+            unsafe {
+                if libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) < 0 {
+                    return -1;
+                }
+                libc::syscall(
+                    libc::SYS_epoll_pwait,
+                    epoll,
+                    &mut event,
+                    1,
+                    5000,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0,
+                )
+            }
         });
-        let mut byte = [0u8; 1];
-        // SAFETY: the read end is open; the buffer holds one byte.
-        let result = unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
-        let errno =
-            (result < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
-        let tally = tallies.entry("pipe-read").or_default();
+        // SAFETY: ours.
+        unsafe { libc::close(epoll) };
+    }
+}
+
+/// The workload's own sleeps, through the nanosleep syscall: Rust's `thread::sleep` is a
+/// clock_nanosleep on some targets (aarch64 musl), and `--nanosleep` must be the only one.
+fn sleep(duration: Duration) {
+    let mut request = libc::timespec {
+        tv_sec: duration.as_secs() as _,
+        tv_nsec: duration.subsec_nanos() as _,
+    };
+    let request = std::ptr::from_mut(&mut request);
+    // SAFETY: the kernel reads `request` and writes what is left of it after an interruption.
+    while unsafe { libc::syscall(libc::SYS_nanosleep, request, request) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+}
+
+/// Sleeps of 20 ms: a raw clock_nanosleep on CLOCK_MONOTONIC (the workload's other sleeps use
+/// the nanosleep syscall). A signal interrupts it with
+/// -ERESTART_RESTARTBLOCK: the kernel goes on through restart_syscall.
+fn nanosleeps(options: &Options, tallies: &mut BTreeMap<&'static str, Tally>) {
+    let n = options.count("nanosleep");
+    if n == 0 {
+        return;
+    }
+    let tally = tallies.entry("nanosleep").or_default();
+    tally.slow = options.slow;
+    let request = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000_000,
+    };
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        // SAFETY: the kernel reads `request`; no remainder is asked for.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_clock_nanosleep,
+                libc::CLOCK_MONOTONIC,
+                0,
+                &request,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
         tally.latencies.push(start.elapsed().as_nanos() as u64);
-        tally.slow = options.slow;
-        tally.record_errno(errno);
-        let written_at = writer.join().unwrap_or(0);
-        let writes = tallies.entry("pipe-write").or_default();
-        writes.latencies.push(written_at);
-        writes.slow = options.slow;
-        writes.record(0);
-        // SAFETY: both ends are ours.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        tally.record(result);
+    }
+}
+
+/// One `wait` on the read end of an empty pipe that a thread writes one byte to 20 ms later,
+/// timed as `kind` from its start, and the write as `pipe-write`.
+fn wait_for_pipe(
+    options: &Options,
+    tallies: &mut BTreeMap<&'static str, Tally>,
+    kind: &'static str,
+    wait: impl FnOnce(i32) -> i64,
+) {
+    const WRITE_AFTER: Duration = Duration::from_millis(20);
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+        tallies.entry(kind).or_default().record(-1);
+        return;
+    }
+    let start = std::time::Instant::now();
+    let writer = std::thread::spawn(move || {
+        sleep(WRITE_AFTER);
+        // SAFETY: the write end is open until joined; one byte from a static buffer.
+        unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+        start.elapsed().as_nanos() as u64
+    });
+    let result = wait(fds[0]);
+    let errno = (result < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+    let tally = tallies.entry(kind).or_default();
+    tally.latencies.push(start.elapsed().as_nanos() as u64);
+    tally.slow = options.slow;
+    tally.record_errno(errno);
+    let written_at = writer.join().unwrap_or(0);
+    let writes = tallies.entry("pipe-write").or_default();
+    writes.latencies.push(written_at);
+    writes.slow = options.slow;
+    writes.record(0);
+    // SAFETY: both ends are ours.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
     }
 }
 

@@ -35,8 +35,11 @@
 //! child processes, default 3, forked for the round), --alternate N (getppid then getuid, N
 //! times: calls of two syscalls in turn), --pipe-read N (a read of an empty pipe that blocks until
 //! a thread writes to it 20 ms later, EINTR not retried; timed as `pipe-read`, and the writes as
-//! `pipe-write`, from the read's start), --vfork N (a clone with CLONE_VFORK of a child that sleeps 2 s
-//! and exits: the parent waits, unwakeable by signals). --wait-ms MS sleeps before the calls.
+//! `pipe-write`, from the read's start), --epoll-wait N (the same with an epoll_pwait on the pipe,
+//! which a signal interrupts with EINTR, never restarted; timed as `epoll-wait`), --nanosleep N
+//! (a clock_nanosleep of 20 ms, which the kernel restarts through restart_syscall), --vfork N (a
+//! clone with CLONE_VFORK of a child that sleeps 2 s and exits: the parent waits, unwakeable by
+//! signals). --wait-ms MS sleeps before the calls.
 //!
 //! `idle` prints {"ready":true} once SIGUSR1 is handled. Report: {"round":1,"calls":{"getppid":{"calls":N,"failed":F,"errnos":{"13":F},"failed_at":[..]},..}}
 //! (`round` is 0 for `calls`; `failed_at` lists 1-based call numbers, the first 100 of them).
@@ -55,7 +58,7 @@ use std::{
 use calls::run_round;
 use http::{Site, load, serve};
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 15] = [
     "getppid",
     "open-missing",
     "read",
@@ -67,6 +70,8 @@ const KINDS: [&str; 13] = [
     "fork-getppid",
     "alternate",
     "pipe-read",
+    "epoll-wait",
+    "nanosleep",
     "vfork",
     "stat-missing",
 ];
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("chaos-workload: {problem}");
     eprintln!(
-        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--vfork N] [--stat-missing N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
+        "usage: chaos-workload calls|idle [--getppid N] [--open-missing N] [--read N] [--write N] [--fsync N] [--connect N] [--time-getppid N [--slow-us US]] [--thread-getppid N [--threads T]] [--fork-getppid N [--forks F]] [--alternate N] [--pipe-read N] [--epoll-wait N] [--nanosleep N] [--vfork N] [--stat-missing N] [--wait-ms MS] [--path P] [--file F] | loop [--interval-ms MS]"
     );
     ExitCode::from(2)
 }

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// How long the ptrace phases' workloads wait before their calls (the tracer's scan, in TCG).
-const PTRACE_WAIT_MS: u64 = 1500;
+pub(super) const PTRACE_WAIT_MS: u64 = 1500;
 
 pub fn doctor() -> Result<(), String> {
     let expected = cmdline_param("syschaos.engines")
