@@ -365,3 +365,24 @@ impl std::fmt::Display for Outcome {
         )
     }
 }
+
+/// `chaos-user ARGS` is refused: exit code 1 and one line `chaos-user: error: ...` containing
+/// every needle.
+pub fn expect_refused(args: &[&str], needles: &[&str]) -> Result<(), String> {
+    let output = ChaosUser::start(args)?.finish(Duration::from_secs(60))?;
+    let lines: Vec<&str> = output.stderr.lines().filter(|l| !l.is_empty()).collect();
+    let refused = output.status.code() == Some(1)
+        && lines.len() == 1
+        && lines[0].starts_with("chaos-user: error: ")
+        && needles.iter().all(|needle| lines[0].contains(needle));
+    match refused {
+        true => Ok(()),
+        false => Err(format!(
+            "`chaos-user {}` should fail with exit code 1 and one line `chaos-user: error: ...` \
+             containing {needles:?}; it exited with {}, stderr:\n{}",
+            args.join(" "),
+            output.status,
+            output.stderr
+        )),
+    }
+}

@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    helpers::{ChaosUser, create_dir},
+    helpers::{ChaosUser, create_dir, expect_refused},
     json,
 };
 pub(crate) use phase::no_programs_left;
@@ -292,20 +292,5 @@ pub(crate) fn expect_refusal(target: &Path, rule: &[&str], needles: &[&str]) -> 
         "5s",
     ];
     args.extend(rule);
-    let output = ChaosUser::start(&args)?.finish(Duration::from_secs(60))?;
-    let lines: Vec<&str> = output.stderr.lines().filter(|l| !l.is_empty()).collect();
-    let refused = output.status.code() == Some(1)
-        && lines.len() == 1
-        && lines[0].starts_with("chaos-user: error: ")
-        && needles.iter().all(|needle| lines[0].contains(needle));
-    if !refused {
-        return Err(format!(
-            "`chaos-user {}` should fail with exit code 1 and one line `chaos-user: error: ...` \
-             mentioning {needles:?}; it exited with {}, stderr:\n{}",
-            args.join(" "),
-            output.status,
-            output.stderr
-        ));
-    }
-    Ok(())
+    expect_refused(&args, needles)
 }

@@ -6,7 +6,7 @@
 use std::{path::Path, thread, time::Duration};
 
 use crate::{
-    helpers::{ChaosUser, create_dir, expect_success, spawn_in_cgroup, workload},
+    helpers::{ChaosUser, create_dir, expect_refused, expect_success, spawn_in_cgroup, workload},
     inject::no_programs_left,
     json,
 };
@@ -28,6 +28,8 @@ pub fn arm64_names() -> Result<(), String> {
     let label = cgroup.to_str().ok_or("cgroup path is not UTF-8")?;
     let mut failures = Vec::new();
     for (args, needles) in refusals(label)? {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
         failures.extend(expect_refused(&args, &needles).err());
         failures.extend(no_programs_left().err());
     }
@@ -104,29 +106,6 @@ fn refusals(label: &str) -> Result<Vec<Refusal>, String> {
             ],
         ),
     ])
-}
-
-/// Exit code 1 and one line `chaos-user: error: ...` containing every needle.
-fn expect_refused(args: &[String], needles: &[String]) -> Result<(), String> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = ChaosUser::start(&args)?.finish(Duration::from_secs(60))?;
-    let lines: Vec<&str> = output.stderr.lines().filter(|l| !l.is_empty()).collect();
-    let refused = output.status.code() == Some(1)
-        && lines.len() == 1
-        && lines[0].starts_with("chaos-user: error: ")
-        && needles
-            .iter()
-            .all(|needle| lines[0].contains(needle.as_str()));
-    match refused {
-        true => Ok(()),
-        false => Err(format!(
-            "`chaos-user {}` should fail with exit code 1 and one line `chaos-user: error: ...` \
-             containing {needles:?}; it exited with {}, stderr:\n{}",
-            args.join(" "),
-            output.status,
-            output.stderr
-        )),
-    }
 }
 
 /// `trace --syscall newfstatat`: exactly the workload's 3 calls, as `newfstatat(AT_FDCWD,
