@@ -186,7 +186,9 @@ const KERNELS: [Kernel; 7] = [
         arch: Arch::Aarch64,
         // What 6.1 lacks on arm64 (trampolines on kernel functions, so fmod_ret and LSM
         // attach); still no error-injection list, so fmod-ret covers the LSM table's syscalls.
-        tests: "doctor,inject-fmod-ret,inject-lsm,engines-refused",
+        // Every other engine doctor finds working here runs once too (their delays and
+        // blocking calls on bookworm-arm64 only).
+        tests: "doctor,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-ptrace,inject-stop,engines-refused",
         engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: false,
         cmdline: "",
