@@ -210,6 +210,9 @@ pub async fn run_with(
         ),
         None => "off".to_owned(),
     };
+    // Before "attached": what the target does once told so falls in the first interval, not
+    // in the baseline (where only the totals would show it).
+    let baseline = session.snapshot()?;
     eprintln!(
         "syschaos: attached to {} (metrics: {metrics_url}); Ctrl-C to detach",
         labels.join(", ")
@@ -222,6 +225,7 @@ pub async fn run_with(
     }
     let reason = watch(
         &mut opened,
+        baseline,
         output,
         &mut trace_reader,
         format!("syschaos  metrics: {metrics_url}  Ctrl-C to detach"),
@@ -262,6 +266,7 @@ fn print_summary(last: &Snapshot, trace_reader: Option<&TraceReader>) {
 /// target is left; returns which.
 async fn watch(
     opened: &mut Opened,
+    baseline: Snapshot,
     output: &OutputArgs,
     trace_reader: &mut Option<TraceReader>,
     header: String,
@@ -288,7 +293,7 @@ async fn watch(
     let mut ticker = tokio::time::interval(output.interval);
     ticker.tick().await;
     let session = opened.session.clone();
-    let mut previous: Option<Snapshot> = Some(session.snapshot()?);
+    let mut previous: Option<Snapshot> = Some(baseline);
     Ok(loop {
         tokio::select! {
             _ = ticker.tick() => {
