@@ -22,6 +22,11 @@ use thiserror::Error;
 
 use crate::ebpf::{self, LoadError};
 
+mod runs;
+
+/// Attachments of a syscall program tried before giving up on one the kernel does not run.
+const ATTACH_ATTEMPTS: u32 = 3;
+
 #[derive(Debug, Error)]
 pub enum MonitorError {
     #[error(transparent)]
@@ -33,6 +38,13 @@ pub enum MonitorError {
         tracepoint: &'static str,
         #[source]
         source: ProgramError,
+    },
+    #[error(
+        "the kernel does not run {program} on {tracepoint} although it is attached ({ATTACH_ATTEMPTS} attempts)"
+    )]
+    NotRunning {
+        program: &'static str,
+        tracepoint: &'static str,
     },
     #[error("BPF map operation failed")]
     Map(#[from] MapError),
@@ -155,9 +167,28 @@ impl Monitor {
             (PROG_SYS_EXIT, "raw_syscalls:sys_exit"),
         ] {
             let (_, event) = tracepoint.split_once(':').unwrap_or(("", tracepoint));
-            raw_tracepoint(ebpf, name)?
-                .attach(event)
-                .map_err(|source| MonitorError::Attach { tracepoint, source })?;
+            let program = raw_tracepoint(ebpf, name)?;
+            let attach_error = |source| MonitorError::Attach { tracepoint, source };
+            let mut link = program.attach(event).map_err(attach_error)?;
+            if !tracepoint.starts_with("raw_syscalls:") {
+                continue;
+            }
+            // Attached is not always running (see `runs.rs`): attached again until it runs.
+            let mut attempt = 1;
+            while runs::runs(program) == Some(false) {
+                if attempt == ATTACH_ATTEMPTS {
+                    return Err(MonitorError::NotRunning {
+                        program: name,
+                        tracepoint,
+                    });
+                }
+                eprintln!(
+                    "syschaos: warning: {name} attached to {tracepoint} but not running: attaching it again"
+                );
+                program.detach(link).map_err(attach_error)?;
+                link = program.attach(event).map_err(attach_error)?;
+                attempt += 1;
+            }
         }
         Ok(())
     }

@@ -163,8 +163,12 @@ pub(super) fn run_phase(target: &Path, phase: &Phase, engine: &str) -> Result<()
     for fault in &phase.faults {
         // With what chaos-user saw of the target, should no fault have reached it.
         let last = output.stdout.last().map_or("(none)", String::as_str);
-        let failed = check_target(&inside, fault, phase)
-            .map_err(|e| in_phase(format!("{e}; chaos-user's last snapshot: {last}")))?;
+        let failed = check_target(&inside, fault, phase).map_err(|e| {
+            in_phase(format!(
+                "{e}; chaos-user's last snapshot: {last}; stderr:\n{}",
+                output.stderr
+            ))
+        })?;
         check_reported(&output, label, fault, engine, failed).map_err(in_phase)?;
         let neighbour = Outcome::of(&outside, fault.kind).map_err(in_phase)?;
         if neighbour.calls != phase.calls || neighbour.failed != 0 {
