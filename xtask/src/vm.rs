@@ -172,11 +172,9 @@ const KERNELS: [Kernel; 7] = [
         // No BPF trampolines on kernel functions (fentry, fmod_ret, LSM attach: ENOTSUPP), no
         // bpf_override_return. The tracer engines' registers differ from x86_64's (and the
         // kernel rewinds a restartable call before the stop engine's stop): their delays and
-        // blocking calls are tested here, on x86_64 in the Docker tests. The stop engine is
-        // refused on arm64 for now (a session now and then injected nothing); `inject-stop` and
-        // `inject-stop-blocking` run here again once it is found.
-        tests: "inject-cgroup-sock,inject-signal,inject-ptrace-delay,arm64-names",
-        engines: "kprobe:bpf_override_return,fmod-ret:trampolines,lsm:trampolines,cgroup-sock:ok,signal:ok,ptrace:ok,stop:architecture",
+        // blocking calls are tested here, on x86_64 in the Docker tests.
+        tests: "inject-cgroup-sock,inject-signal,inject-stop,inject-ptrace-delay,inject-stop-blocking,arm64-names",
+        engines: "kprobe:bpf_override_return,fmod-ret:trampolines,lsm:trampolines,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: true,
         cmdline: "",
     },
@@ -190,8 +188,8 @@ const KERNELS: [Kernel; 7] = [
         // attach); still no error-injection list, so fmod-ret covers the LSM table's syscalls.
         // Every other engine doctor finds working here runs once too (their delays and
         // blocking calls on bookworm-arm64 only).
-        tests: "doctor,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-ptrace,engines-refused",
-        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:architecture",
+        tests: "doctor,inject-fmod-ret,inject-lsm,inject-cgroup-sock,inject-signal,inject-ptrace,inject-stop,engines-refused",
+        engines: "kprobe:bpf_override_return,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: false,
         cmdline: "",
     },

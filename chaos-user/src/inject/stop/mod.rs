@@ -40,13 +40,6 @@ pub fn programs(syscall: &str) -> Option<Vec<&'static str>> {
 /// signal-delivery-stop, resumed with the signal suppressed, and found running again. The
 /// kernel's `bpf_send_signal_thread` is checked by the entry program's load.
 pub fn probe() -> Result<(), EngineError> {
-    // In the arm64 VM tests a session now and then took no decision at all (0 injected while
-    // the monitor counted the target's calls); refused there until that is understood.
-    if cfg!(target_arch = "aarch64") {
-        return Err(EngineError::Host(
-            "not yet on this architecture: on arm64 a stop-engine session now and then injects nothing (cause not found yet); use engine=ptrace".to_owned(),
-        ));
-    }
     tracer::probe_host()?;
     tracer::with_seized_child(|child| {
         // SAFETY: a signal to one thread of our own child.
