@@ -1,7 +1,7 @@
 //! monitor: counting a cgroup's system calls on a pure cgroup v2 host; monitor-no-latency: the
 //! same counted at syscall exit alone (`--no-latency`; before 5.15 the entry program stays for
 //! `exit` and `exit_group`).
-use std::{io, path::Path, thread, time::Duration};
+use std::{io, path::Path, time::Duration};
 
 use crate::{
     helpers::{ChaosUser, ChaosUserOutput, expect_success, spawn_in_cgroup, workload},
@@ -27,10 +27,6 @@ fn monitor_with(extra: &[&str]) -> Result<(), String> {
     let mut chaos_user = ChaosUser::on_cgroup("attach", "/sys/fs/cgroup/t1", "8s", extra)?;
     // TCG is slow and the verifier runs in it.
     chaos_user.wait_attached(Duration::from_secs(60))?;
-    // The baseline of the first JSON interval is read just after "attached" is printed: calls
-    // made before it would be in calls_total but in no interval's errnos.
-    thread::sleep(Duration::from_secs(2));
-
     let inside = spawn_in_cgroup(
         workload(&["calls", "--getppid", "1000", "--open-missing", "50"]),
         cgroup,
