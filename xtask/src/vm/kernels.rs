@@ -9,6 +9,8 @@
 //!   `vmlinuz` is a plain arm64 Image, which qemu-system-aarch64 boots as it is.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
 //!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
+//! - override-arm64: the same source for arm64 (`override-arm64.config-fragment`, `make Image`),
+//!   cross-compiled with Debian's `gcc-aarch64-linux-gnu` on an x86_64 host.
 //!
 //! Debian's packages come through an apt configuration of our own per release (sources list,
 //! lists, cache and an empty dpkg status under `target/vm-kernels/work/apt-<release>/`, signed by
@@ -47,6 +49,8 @@ const IMAGE_METAPACKAGE: &str = "linux-image-";
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
 const FRAGMENT_PATH: &str = "xtask/kernels/override.config-fragment";
 const FRAGMENT: &str = include_str!("../../kernels/override.config-fragment");
+const FRAGMENT_ARM64_PATH: &str = "xtask/kernels/override-arm64.config-fragment";
+const FRAGMENT_ARM64: &str = include_str!("../../kernels/override-arm64.config-fragment");
 /// What `make bzImage` needs beyond a C toolchain (dwarves: pahole, for BTF).
 const BUILD_PACKAGES: [&str; 9] = [
     "make",
@@ -61,6 +65,45 @@ const BUILD_PACKAGES: [&str; 9] = [
 ];
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// What differs between the override builds of the two architectures.
+struct Recipe {
+    fragment_path: &'static str,
+    fragment: &'static str,
+    /// `make`'s target, and where it leaves the kernel.
+    make_target: &'static str,
+    image: &'static str,
+    /// `ARCH=`, and the cross compiler (`CROSS_COMPILE=` and its Debian package) for a host of
+    /// the other architecture.
+    make_arch: &'static str,
+    cross_prefix: &'static str,
+    cross_package: &'static str,
+}
+
+impl Recipe {
+    fn of(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => Self {
+                fragment_path: FRAGMENT_PATH,
+                fragment: FRAGMENT,
+                make_target: "bzImage",
+                image: "arch/x86/boot/bzImage",
+                make_arch: "x86_64",
+                cross_prefix: "x86_64-linux-gnu-",
+                cross_package: "gcc-x86-64-linux-gnu",
+            },
+            Arch::Aarch64 => Self {
+                fragment_path: FRAGMENT_ARM64_PATH,
+                fragment: FRAGMENT_ARM64,
+                make_target: "Image",
+                image: "arch/arm64/boot/Image",
+                make_arch: "arm64",
+                cross_prefix: "aarch64-linux-gnu-",
+                cross_package: "gcc-aarch64-linux-gnu",
+            },
+        }
+    }
+}
 
 /// How a kernel missing from the shared directory gets into `target/vm-kernels/`.
 #[derive(Debug, Clone, Copy)]
@@ -185,7 +228,7 @@ impl Fetch {
         let started = Instant::now();
         match kernel.source {
             Source::DebianImage(release) => self.fetch_debian(release, kernel.arch, target),
-            Source::OverrideBuild => self.build_override(target),
+            Source::OverrideBuild => self.build_override(kernel.arch, target),
         }
         .with_context(|| {
             format!(
@@ -249,23 +292,30 @@ impl Fetch {
         fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))
     }
 
-    fn build_override(&mut self, target: &Path) -> anyhow::Result<()> {
-        self.install_build_packages()?;
+    fn build_override(&mut self, arch: Arch, target: &Path) -> anyhow::Result<()> {
+        let recipe = Recipe::of(arch);
+        self.install_build_packages(arch, &recipe)?;
         println!("vm-test: fetching Debian's {SOURCE_PACKAGE} (first run only)");
         let (source, version) = self.unpack_source()?;
         println!(
-            "vm-test: configuring {version}: make tinyconfig, {FRAGMENT_PATH} merged, make olddefconfig"
+            "vm-test: configuring {version} for {}: make tinyconfig, {} merged, make olddefconfig",
+            arch.debian(),
+            recipe.fragment_path
         );
-        let config = self.configure(&source)?;
+        let config = self.configure(&source, arch, &recipe)?;
         let jobs = thread::available_parallelism().map_or(2, |n| n.get());
+        let make_target = recipe.make_target;
         println!(
-            "vm-test: building the override kernel: make -j{jobs} bzImage (about 6 minutes on 2 cores; \
-             output in {})",
+            "vm-test: building the {} override kernel: make -j{jobs} {make_target} (about 6 \
+             minutes on 2 cores; output in {})",
+            arch.debian(),
             self.log.display()
         );
         self.run(
-            &format!("make -j{jobs} bzImage"),
-            make(&source).arg(format!("-j{jobs}")).arg("bzImage"),
+            &format!("make -j{jobs} {make_target}"),
+            make(&source, arch, &recipe)
+                .arg(format!("-j{jobs}"))
+                .arg(make_target),
             90 * MINUTE,
         )?;
         let config_copy = target.with_extension("config");
@@ -274,11 +324,13 @@ impl Fetch {
         note(
             target,
             &format!(
-                "Debian {SOURCE_RELEASE}'s {SOURCE_PACKAGE} ({version}): make tinyconfig, \
-                 {FRAGMENT_PATH} merged, make olddefconfig, make bzImage; its .config beside"
+                "Debian {SOURCE_RELEASE}'s {SOURCE_PACKAGE} ({version}) for {}: make tinyconfig, \
+                 {} merged, make olddefconfig, make {make_target}; its .config beside",
+                arch.debian(),
+                recipe.fragment_path
             ),
         )?;
-        rename(&source.join("arch/x86/boot/bzImage"), target)
+        rename(&source.join(recipe.image), target)
     }
 
     /// Downloads and unpacks the kernel source: its tree and its directory name (its version).
@@ -316,14 +368,14 @@ impl Fetch {
     }
 
     /// tinyconfig, the fragment, olddefconfig; fails naming what Kconfig dropped. Returns .config.
-    fn configure(&self, source: &Path) -> anyhow::Result<String> {
+    fn configure(&self, source: &Path, arch: Arch, recipe: &Recipe) -> anyhow::Result<String> {
         self.run(
             "make tinyconfig",
-            make(source).arg("tinyconfig"),
+            make(source, arch, recipe).arg("tinyconfig"),
             5 * MINUTE,
         )?;
         let fragment = self.work.join("override.config-fragment");
-        fs::write(&fragment, FRAGMENT)
+        fs::write(&fragment, recipe.fragment)
             .with_context(|| format!("writing {}", fragment.display()))?;
         self.run(
             "scripts/kconfig/merge_config.sh",
@@ -335,32 +387,38 @@ impl Fetch {
         )?;
         self.run(
             "make olddefconfig",
-            make(source).arg("olddefconfig"),
+            make(source, arch, recipe).arg("olddefconfig"),
             5 * MINUTE,
         )?;
         let config_path = source.join(".config");
         let config = fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
-        let dropped = dropped_options(FRAGMENT, &config);
+        let dropped = dropped_options(recipe.fragment, &config);
         ensure!(
             dropped.is_empty(),
-            "{} of {FRAGMENT_PATH} not in the kernel's .config after make olddefconfig (a \
-             dependency they need is not set; see {}): {}",
+            "{} of {} not in the kernel's .config after make olddefconfig (a dependency they \
+             need is not set; see {}): {}",
             dropped.len(),
+            recipe.fragment_path,
             config_path.display(),
             dropped.join(", ")
         );
         Ok(config)
     }
 
-    /// Installs the missing ones of `BUILD_PACKAGES` with the machine's own apt.
-    fn install_build_packages(&self) -> anyhow::Result<()> {
+    /// Installs the missing ones of `BUILD_PACKAGES` (and the cross compiler for another
+    /// architecture) with the machine's own apt.
+    fn install_build_packages(&self, arch: Arch, recipe: &Recipe) -> anyhow::Result<()> {
         let installed = self.output(
             "dpkg-query -W",
             Command::new("dpkg-query").args(["-W", "-f", "${Package} ${db:Status-Status}\\n"]),
             MINUTE,
         )?;
-        let missing = missing_packages(&installed, &BUILD_PACKAGES);
+        let mut wanted = BUILD_PACKAGES.to_vec();
+        if arch != Arch::HOST {
+            wanted.push(recipe.cross_package);
+        }
+        let missing = missing_packages(&installed, &wanted);
         if missing.is_empty() {
             return Ok(());
         }

@@ -13,14 +13,19 @@ use anyhow::{bail, ensure};
 
 use super::*;
 
-pub(super) fn make(source: &Path) -> Command {
+/// `make` in the kernel tree for `arch` (cross-compiling on a host of the other one).
+pub(super) fn make(source: &Path, arch: Arch, recipe: &Recipe) -> Command {
     let mut command = Command::new("make");
     // A make above us (its jobserver) is not the kernel's.
     command
         .current_dir(source)
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
-        .env_remove("MAKELEVEL");
+        .env_remove("MAKELEVEL")
+        .env("ARCH", recipe.make_arch);
+    if arch != Arch::HOST {
+        command.env("CROSS_COMPILE", recipe.cross_prefix);
+    }
     command
 }
 

@@ -57,3 +57,23 @@ fn the_fragment_survives_in_the_shared_config() {
         assert_eq!(dropped_options(FRAGMENT, &config), Vec::<String>::new());
     }
 }
+
+#[test]
+fn the_arm64_fragment_has_every_option_but_the_x86_only_ones() {
+    // The two override kernels differ only where the architectures do: a new option goes in both.
+    const X86_ONLY: [&str; 6] = [
+        "CONFIG_SERIAL_8250=y",
+        "CONFIG_SERIAL_8250_CONSOLE=y",
+        "CONFIG_HYPERVISOR_GUEST=y",
+        "CONFIG_PARAVIRT=y",
+        "CONFIG_KVM_GUEST=y",
+        "CONFIG_PVH=y",
+    ];
+    let missing: Vec<&str> = FRAGMENT
+        .lines()
+        .filter(|line| line.starts_with("CONFIG_") && !X86_ONLY.contains(line))
+        .filter(|option| !FRAGMENT_ARM64.lines().any(|line| line == *option))
+        .collect();
+    assert_eq!(missing, Vec::<&str>::new());
+    assert!(FRAGMENT_ARM64.contains("CONFIG_SERIAL_AMBA_PL011_CONSOLE=y"));
+}
