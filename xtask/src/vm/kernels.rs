@@ -73,11 +73,12 @@ struct Recipe {
     /// `make`'s target, and where it leaves the kernel.
     make_target: &'static str,
     image: &'static str,
-    /// `ARCH=`, and the cross compiler (`CROSS_COMPILE=` and its Debian package) for a host of
-    /// the other architecture.
+    /// `ARCH=`, and the cross compiler (`CROSS_COMPILE=` and its Debian package), used on a
+    /// host of the other architecture (`cross`).
     make_arch: &'static str,
     cross_prefix: &'static str,
     cross_package: &'static str,
+    cross: bool,
 }
 
 impl Recipe {
@@ -91,6 +92,7 @@ impl Recipe {
                 make_arch: "x86_64",
                 cross_prefix: "x86_64-linux-gnu-",
                 cross_package: "gcc-x86-64-linux-gnu",
+                cross: Arch::HOST != Arch::X86_64,
             },
             Arch::Aarch64 => Self {
                 fragment_path: FRAGMENT_ARM64_PATH,
@@ -100,6 +102,7 @@ impl Recipe {
                 make_arch: "arm64",
                 cross_prefix: "aarch64-linux-gnu-",
                 cross_package: "gcc-aarch64-linux-gnu",
+                cross: Arch::HOST != Arch::Aarch64,
             },
         }
     }
@@ -294,7 +297,7 @@ impl Fetch {
 
     fn build_override(&mut self, arch: Arch, target: &Path) -> anyhow::Result<()> {
         let recipe = Recipe::of(arch);
-        self.install_build_packages(arch, &recipe)?;
+        self.install_build_packages(&recipe)?;
         println!("vm-test: fetching Debian's {SOURCE_PACKAGE} (first run only)");
         let (source, version) = self.unpack_source()?;
         println!(
@@ -302,7 +305,7 @@ impl Fetch {
             arch.debian(),
             recipe.fragment_path
         );
-        let config = self.configure(&source, arch, &recipe)?;
+        let config = self.configure(&source, &recipe)?;
         let jobs = thread::available_parallelism().map_or(2, |n| n.get());
         let make_target = recipe.make_target;
         println!(
@@ -313,7 +316,7 @@ impl Fetch {
         );
         self.run(
             &format!("make -j{jobs} {make_target}"),
-            make(&source, arch, &recipe)
+            make(&source, &recipe)
                 .arg(format!("-j{jobs}"))
                 .arg(make_target),
             90 * MINUTE,
@@ -368,10 +371,10 @@ impl Fetch {
     }
 
     /// tinyconfig, the fragment, olddefconfig; fails naming what Kconfig dropped. Returns .config.
-    fn configure(&self, source: &Path, arch: Arch, recipe: &Recipe) -> anyhow::Result<String> {
+    fn configure(&self, source: &Path, recipe: &Recipe) -> anyhow::Result<String> {
         self.run(
             "make tinyconfig",
-            make(source, arch, recipe).arg("tinyconfig"),
+            make(source, recipe).arg("tinyconfig"),
             5 * MINUTE,
         )?;
         let fragment = self.work.join("override.config-fragment");
@@ -387,7 +390,7 @@ impl Fetch {
         )?;
         self.run(
             "make olddefconfig",
-            make(source, arch, recipe).arg("olddefconfig"),
+            make(source, recipe).arg("olddefconfig"),
             5 * MINUTE,
         )?;
         let config_path = source.join(".config");
@@ -408,14 +411,14 @@ impl Fetch {
 
     /// Installs the missing ones of `BUILD_PACKAGES` (and the cross compiler for another
     /// architecture) with the machine's own apt.
-    fn install_build_packages(&self, arch: Arch, recipe: &Recipe) -> anyhow::Result<()> {
+    fn install_build_packages(&self, recipe: &Recipe) -> anyhow::Result<()> {
         let installed = self.output(
             "dpkg-query -W",
             Command::new("dpkg-query").args(["-W", "-f", "${Package} ${db:Status-Status}\\n"]),
             MINUTE,
         )?;
         let mut wanted = BUILD_PACKAGES.to_vec();
-        if arch != Arch::HOST {
+        if recipe.cross {
             wanted.push(recipe.cross_package);
         }
         let missing = missing_packages(&installed, &wanted);

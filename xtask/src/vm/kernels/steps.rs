@@ -13,8 +13,8 @@ use anyhow::{bail, ensure};
 
 use super::*;
 
-/// `make` in the kernel tree for `arch` (cross-compiling on a host of the other one).
-pub(super) fn make(source: &Path, arch: Arch, recipe: &Recipe) -> Command {
+/// `make` in the kernel tree for the recipe's architecture (cross-compiling on the other one).
+pub(super) fn make(source: &Path, recipe: &Recipe) -> Command {
     let mut command = Command::new("make");
     // A make above us (its jobserver) is not the kernel's.
     command
@@ -23,7 +23,7 @@ pub(super) fn make(source: &Path, arch: Arch, recipe: &Recipe) -> Command {
         .env_remove("MFLAGS")
         .env_remove("MAKELEVEL")
         .env("ARCH", recipe.make_arch);
-    if arch != Arch::HOST {
+    if recipe.cross {
         command.env("CROSS_COMPILE", recipe.cross_prefix);
     }
     command
