@@ -71,8 +71,8 @@ enum KernelChoice {
     BookwormArm64,
     /// Debian trixie's 6.12 for arm64: BPF trampolines (ftrace direct calls, 6.5+).
     TrixieArm64,
-    /// 6.12 for arm64 built with bpf_override_return (cross-compiled on first use, about 10
-    /// minutes): not in `all`, which CI runs.
+    /// 6.12 for arm64 built with bpf_override_return (cross-compiled on first use, about 5
+    /// minutes on 2 cores): not in `all`, which CI runs.
     OverrideArm64,
     /// Every kernel but override-arm64.
     All,
@@ -212,8 +212,9 @@ const KERNELS: [Kernel; 8] = [
         cached: "override-arm64.Image",
         source: kernels::Source::OverrideBuild,
         arch: Arch::Aarch64,
-        // The kprobe engine on arm64 (`__arm64_sys_*`), which no Debian arm64 kernel allows.
-        // Building it would take CI to about 30 minutes: run it with `--kernel override-arm64`.
+        // The kprobe engine on arm64 (`__arm64_sys_*`), which no Debian arm64 kernel allows, and
+        // fmod-ret on any syscall (the error-injection list). Building it would take CI to about
+        // 30 minutes: run it with `--kernel override-arm64`.
         tests: "doctor,inject-kprobe,inject-fmod-ret,inject-lsm,engines-refused",
         engines: "kprobe:ok,fmod-ret:ok,lsm:ok,cgroup-sock:ok,signal:ok,ptrace:ok,stop:ok",
         common_tests: false,
