@@ -8,7 +8,8 @@
 //! - bookworm-arm64: bookworm's `linux-image-*-arm64` the same way (`linux-image-arm64`); its
 //!   `vmlinuz` is a plain arm64 Image, which qemu-system-aarch64 boots as it is.
 //! - override: built from trixie's `linux-source-6.12`: `make tinyconfig`, the options of
-//!   `xtask/kernels/override.config-fragment` merged, `make olddefconfig`, `make bzImage`.
+//!   `xtask/kernels/override.config-fragment` and `override-x86_64.config-fragment` merged,
+//!   `make olddefconfig`, `make bzImage`.
 //! - override-arm64: the same source for arm64 (`override-arm64.config-fragment`, `make Image`),
 //!   cross-compiled with Debian's `gcc-aarch64-linux-gnu` on an x86_64 host.
 //!
@@ -47,9 +48,9 @@ const SOURCE_RELEASE: &str = "trixie";
 /// The metapackage that names the stock kernel of the release: `linux-image-<Debian arch>`.
 const IMAGE_METAPACKAGE: &str = "linux-image-";
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
-const FRAGMENT_PATH: &str = "xtask/kernels/override.config-fragment";
+/// The options of both override kernels; each architecture's own are in its recipe.
 const FRAGMENT: &str = include_str!("../../kernels/override.config-fragment");
-const FRAGMENT_ARM64_PATH: &str = "xtask/kernels/override-arm64.config-fragment";
+const FRAGMENT_X86_64: &str = include_str!("../../kernels/override-x86_64.config-fragment");
 const FRAGMENT_ARM64: &str = include_str!("../../kernels/override-arm64.config-fragment");
 /// What `make bzImage` needs beyond a C toolchain (dwarves: pahole, for BTF).
 const BUILD_PACKAGES: [&str; 9] = [
@@ -68,8 +69,9 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// What differs between the override builds of the two architectures.
 struct Recipe {
-    fragment_path: &'static str,
-    fragment: &'static str,
+    /// The architecture's own options (merged with [`FRAGMENT`]), and their file.
+    arch_fragment_path: &'static str,
+    arch_fragment: &'static str,
     /// `make`'s target, and where it leaves the kernel.
     make_target: &'static str,
     image: &'static str,
@@ -85,8 +87,8 @@ impl Recipe {
     fn of(arch: Arch) -> Self {
         match arch {
             Arch::X86_64 => Self {
-                fragment_path: FRAGMENT_PATH,
-                fragment: FRAGMENT,
+                arch_fragment_path: "xtask/kernels/override-x86_64.config-fragment",
+                arch_fragment: FRAGMENT_X86_64,
                 make_target: "bzImage",
                 image: "arch/x86/boot/bzImage",
                 make_arch: "x86_64",
@@ -95,8 +97,8 @@ impl Recipe {
                 cross: Arch::HOST != Arch::X86_64,
             },
             Arch::Aarch64 => Self {
-                fragment_path: FRAGMENT_ARM64_PATH,
-                fragment: FRAGMENT_ARM64,
+                arch_fragment_path: "xtask/kernels/override-arm64.config-fragment",
+                arch_fragment: FRAGMENT_ARM64,
                 make_target: "Image",
                 image: "arch/arm64/boot/Image",
                 make_arch: "arm64",
@@ -105,6 +107,19 @@ impl Recipe {
                 cross: Arch::HOST != Arch::Aarch64,
             },
         }
+    }
+
+    /// Every option to merge: both kernels' and this architecture's.
+    fn fragment(&self) -> String {
+        format!("{FRAGMENT}{}", self.arch_fragment)
+    }
+
+    /// The files they come from, for messages.
+    fn fragment_paths(&self) -> String {
+        format!(
+            "xtask/kernels/override.config-fragment and {}",
+            self.arch_fragment_path
+        )
     }
 }
 
@@ -303,7 +318,7 @@ impl Fetch {
         println!(
             "vm-test: configuring {version} for {}: make tinyconfig, {} merged, make olddefconfig",
             arch.debian(),
-            recipe.fragment_path
+            recipe.fragment_paths()
         );
         let config = self.configure(&source, &recipe)?;
         let jobs = thread::available_parallelism().map_or(2, |n| n.get());
@@ -330,7 +345,7 @@ impl Fetch {
                 "Debian {SOURCE_RELEASE}'s {SOURCE_PACKAGE} ({version}) for {}: make tinyconfig, \
                  {} merged, make olddefconfig, make {make_target}; its .config beside",
                 arch.debian(),
-                recipe.fragment_path
+                recipe.fragment_paths()
             ),
         )?;
         rename(&source.join(recipe.image), target)
@@ -378,7 +393,8 @@ impl Fetch {
             5 * MINUTE,
         )?;
         let fragment = self.work.join("override.config-fragment");
-        fs::write(&fragment, recipe.fragment)
+        let options = recipe.fragment();
+        fs::write(&fragment, &options)
             .with_context(|| format!("writing {}", fragment.display()))?;
         self.run(
             "scripts/kconfig/merge_config.sh",
@@ -396,13 +412,13 @@ impl Fetch {
         let config_path = source.join(".config");
         let config = fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
-        let dropped = dropped_options(recipe.fragment, &config);
+        let dropped = dropped_options(&options, &config);
         ensure!(
             dropped.is_empty(),
             "{} of {} not in the kernel's .config after make olddefconfig (a dependency they \
              need is not set; see {}): {}",
             dropped.len(),
-            recipe.fragment_path,
+            recipe.fragment_paths(),
             config_path.display(),
             dropped.join(", ")
         );
