@@ -160,6 +160,9 @@ impl Monitor {
             Some(entry) => (entry, "raw_syscalls:sys_enter"),
             None => (PROG_NEVER_RETURNING, "sched:sched_process_exit"),
         };
+        // Attached is not always running (see `runs.rs`): each syscall program is attached
+        // again until it runs.
+        let run_counts = runs::RunCounts::start();
         for (name, tracepoint) in [
             (PROG_TASK_FORK, "sched:sched_process_fork"),
             (PROG_CGROUP_ATTACH, "cgroup:cgroup_attach_task"),
@@ -173,9 +176,8 @@ impl Monitor {
             if !tracepoint.starts_with("raw_syscalls:") {
                 continue;
             }
-            // Attached is not always running (see `runs.rs`): attached again until it runs.
             let mut attempt = 1;
-            while runs::runs(program) == Some(false) {
+            while run_counts.as_ref().and_then(|counts| counts.runs(program)) == Some(false) {
                 if attempt == ATTACH_ATTEMPTS {
                     return Err(MonitorError::NotRunning {
                         program: name,
